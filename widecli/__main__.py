@@ -1,0 +1,3 @@
+from widecli.cli import main
+
+main()

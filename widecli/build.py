@@ -1,0 +1,146 @@
+"""RunSpec -> model + masks + weight accounting.
+
+`plan()` does the bookkeeping on the meta device (no memory, no init), so `widecli check` can
+show the nonzeros of a 10^9-weight model instantly; `build()` makes the real, initialized, masked
+model for one run or for K runs stacked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from widecli import models, widen
+from widecli.errors import BudgetError
+from widecli.recipe import RunSpec
+from widecli.rng import generator
+from widecli.sparsity import allocate, count_other, count_weights, layer_shapes, make_masks, weight_modules
+
+
+@dataclass
+class Plan:
+    """Weight accounting of one run: what `check` prints and `result.json` records."""
+
+    widths: dict[str, int]
+    budget: int                      # N: weights of the dense baseline
+    dense_weights: int               # D: weights of the dense model at these widths
+    counts: dict[str, int]           # kept weights per layer (== size for unmasked layers)
+    shapes: dict[str, tuple[int, ...]]
+    masked: list[str]                # layers that carry a mask
+    other_params: int                # biases + BatchNorm (never masked)
+    ranks: dict[str, int] = field(default_factory=dict)  # bottleneck inner widths
+
+    @property
+    def nonzeros(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def connectivity(self) -> float:
+        return self.nonzeros / self.dense_weights
+
+    def layers(self) -> dict[str, dict]:
+        return {n: {"shape": list(s), "weights": math.prod(s), "nonzeros": self.counts[n],
+                    "connectivity": self.counts[n] / math.prod(s), "masked": n in self.masked}
+                for n, s in self.shapes.items()}
+
+
+def plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
+    """Widths, budget and per-layer kept counts of a run, computed without allocating weights."""
+    with torch.device("meta"):
+        base = models.build(spec.model, models.base_widths(spec.model), input_shape, num_classes)
+        widths = widen.widths(spec.model, spec.widen_layers, spec.factor)
+        ranks = _ranks(spec, widths, input_shape, num_classes, count_weights(base))
+        wide = models.build(spec.model, widths, input_shape, num_classes, ranks=ranks,
+                            rank_nonlinear=spec.method == "nonlinear_bottleneck")
+    budget, shapes = count_weights(base), layer_shapes(wide)
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    counts, masked = dict(sizes), []
+    if spec.method == "sparse" and spec.factor > 1:
+        base_shapes = layer_shapes(base)
+        masked = [n for n in shapes if spec.sparsity.scope == "all" or shapes[n] != base_shapes.get(n)]
+        fixed = sum(sizes[n] for n in shapes if n not in masked)
+        keep = budget - fixed
+        if keep <= 0:
+            raise BudgetError(f"sparsity.scope: the unmasked layers alone hold {fixed} weights, "
+                              f"over the budget of {budget}; use scope: all")
+        counts.update(allocate(spec.sparsity.rule, {n: shapes[n] for n in masked}, keep,
+                               spec.sparsity.connectivity))
+    return Plan(widths, budget, sum(sizes.values()), counts, shapes, masked, count_other(wide), ranks)
+
+
+def _ranks(spec: RunSpec, widths, input_shape, num_classes, budget: int) -> dict[str, int]:
+    """Bottleneck inner widths: every layer whose shape grew is factored with one common rank r,
+    the largest for which the whole model fits the budget."""
+    if spec.method not in ("linear_bottleneck", "nonlinear_bottleneck") or spec.factor == 1:
+        return {}
+    base_shapes = layer_shapes(models.build(spec.model, models.base_widths(spec.model), input_shape,
+                                            num_classes))
+    shapes = layer_shapes(models.build(spec.model, widths, input_shape, num_classes))
+    grown = [n for n in shapes if shapes[n] != base_shapes[n]]
+    fixed = sum(math.prod(s) for n, s in shapes.items() if n not in grown)
+    per_rank = sum(sum(shapes[n][:2]) * math.prod(shapes[n][2:]) for n in grown)
+    r = (budget - fixed) // per_rank
+    if r < 1:
+        raise BudgetError(f"widen.methods: {spec.method} at factor {spec.factor:g} cannot fit the "
+                          f"budget of {budget} weights even with inner width 1")
+    return {n: r for n in grown}
+
+
+@dataclass
+class Built:
+    model: nn.Module
+    masks: dict[str, torch.Tensor]   # layer name -> bool mask shaped like the (stacked) weight
+    plan: Plan
+
+
+def build(specs: list[RunSpec], input_shape, num_classes: int, device="cpu") -> Built:
+    """The initialized, masked model for one run, or for K runs differing only in seed (stacked)."""
+    spec = specs[0]
+    p = plan(spec, input_shape, num_classes)
+    stack = len(specs)
+    kw = {"stack": stack} if stack > 1 else {}
+    model = models.build(spec.model, p.widths, input_shape, num_classes, ranks=p.ranks,
+                         rank_nonlinear=spec.method == "nonlinear_bottleneck", **kw)
+    seeds = [s.seed for s in specs]
+    initialize(model, seeds)
+    masks: dict[str, torch.Tensor] = {}
+    if p.masked:
+        per_seed = [make_masks({n: p.shapes[n] for n in p.masked}, p.counts, seed,
+                               spec.sparsity.granularity) for seed in seeds]
+        for name, module in weight_modules(model):
+            if name not in p.masked:
+                continue
+            stacked = getattr(module, "stacked", False)
+            mask = torch.stack([m[name] for m in per_seed]) if stacked else per_seed[0][name]
+            with torch.no_grad():
+                if spec.sparsity.init == "fan_in":
+                    # Official code: init std 1/sqrt(fan_in * connectivity), so the pre-activation
+                    # variance does not shrink with sparsity (PAPER.md, "How the official code...").
+                    module.weight.mul_(1.0 / math.sqrt(p.counts[name] / math.prod(p.shapes[name])))
+                module.weight.mul_(mask)
+            masks[name] = mask
+    model.to(device)
+    return Built(model, {n: m.to(device) for n, m in masks.items()}, p)
+
+
+def initialize(model: nn.Module, seeds: list[int]) -> None:
+    """Seeded init of every weight layer: layer `name` of run k draws from (seeds[k], init, name)."""
+    for name, m in weight_modules(model):
+        gens = [generator(s, "init", name) for s in seeds]
+        if getattr(m, "stacked", False):
+            m.reset_parameters(gens)
+        else:
+            _default_init(m, gens[0])
+
+
+def _default_init(m: nn.Module, g: torch.Generator) -> None:
+    """PyTorch's default Linear/Conv init (uniform, bound 1/sqrt(fan_in)), from a given generator."""
+    fan_in = math.prod(m.weight.shape[1:])
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        m.weight.copy_(torch.empty(m.weight.shape).uniform_(-bound, bound, generator=g))
+        if m.bias is not None:
+            m.bias.copy_(torch.empty(m.bias.shape).uniform_(-bound, bound, generator=g))

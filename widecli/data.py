@@ -1,0 +1,189 @@
+"""Data set registry -> DeviceDataset: train and test tensors resident on the training device.
+
+Adding a data set is one loader function and one line in DATASETS. A loader returns CPU arrays
+(x_train, y_train, x_test, y_test); this module normalizes, subsets and moves them to the device.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from widecli.errors import DataError
+
+
+@dataclass
+class DeviceDataset:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _root(cfg) -> Path:
+    return Path(cfg.root).expanduser()
+
+
+def _mnist1d(cfg) -> Arrays:
+    """MNIST-1D (Greydanus 2020), generated locally with the package defaults; cached as npz."""
+    cache = _root(cfg) / "mnist1d" / "mnist1d_default.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    arrays = (d["x"].astype(np.float32), d["y"].astype(np.int64),
+              d["x_test"].astype(np.float32), d["y_test"].astype(np.int64))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+        tmp.replace(cache)
+    except OSError:
+        pass  # a read-only cache only costs a second of regeneration next time
+    return arrays
+
+
+def _digits(cfg) -> Arrays:
+    """scikit-learn's bundled 8x8 digits (1797 images), a fixed 80/20 split, as [N, 1, 8, 8]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    y = d.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    cut = int(0.8 * len(y))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def _torchvision(cls_name: str, how_to_get: str) -> Callable:
+    def load(cfg) -> Arrays:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        root = _root(cfg)
+        try:
+            train = cls(str(root), train=True, download=cfg.download)
+            test = cls(str(root), train=False, download=cfg.download)
+        except RuntimeError as e:
+            if "not found" in str(e).lower() or "corrupted" in str(e).lower():
+                hint = "set data.download: true" if not cfg.download else how_to_get
+                raise DataError(f"data.root: {cls_name} not found under {root} ({hint})") from None
+            raise DataError(f"data.root: cannot read {cls_name} under {root}: {e}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"data.root: cannot download or read {cls_name} under {root}: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                            f"({how_to_get})") from None
+        def arrays(ds):
+            return ds.data.numpy().astype(np.float32)[:, None] / 255.0, ds.targets.numpy().astype(np.int64)
+        return (*arrays(train), *arrays(test))
+    return load
+
+
+def _npz(cfg) -> Arrays:
+    """A user file with arrays x_train, y_train, x_test, y_test (any feature shape)."""
+    if not cfg.path:
+        raise DataError("data.path: dataset npz needs data.path: FILE.npz with x_train, y_train, "
+                        "x_test, y_test")
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.path: {path} is not a file")
+    try:
+        z = np.load(path, allow_pickle=False)
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+        if missing:
+            raise DataError(f"{path}: missing array {missing[0]!r}; an npz data set needs x_train, "
+                            f"y_train, x_test, y_test")
+        x_train, y_train, x_test, y_test = (z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable npz file ({e})") from None
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            raise DataError(f"{path}: {name} must be a 1-D integer array of class labels, got "
+                            f"{y.dtype} {y.shape}")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{path}: {name} has a negative label {y.min()}; labels must be 0..C-1")
+    for name, x, y in (("x_train", x_train, y_train), ("x_test", x_test, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{path}: {name} has {len(x)} rows but its labels have {len(y)}")
+        if not np.isfinite(x.astype(np.float64)).all():
+            raise DataError(f"{path}: {name} contains NaN or infinite values")
+    if y_test.max(initial=0) > y_train.max(initial=0):
+        raise DataError(f"{path}: y_test has label {y_test.max()} that never occurs in y_train "
+                        f"(classes are 0..{y_train.max()})")
+    return (x_train.astype(np.float32), y_train.astype(np.int64), x_test.astype(np.float32),
+            y_test.astype(np.int64))
+
+
+_TV_HINT = "with internet access, run once with data.download: true, or copy the files there"
+DATASETS: dict[str, Callable[..., Arrays]] = {
+    "mnist1d": _mnist1d,
+    "digits": _digits,
+    "mnist": _torchvision("MNIST", _TV_HINT),
+    "fashion_mnist": _torchvision("FashionMNIST", _TV_HINT),
+    "kmnist": _torchvision("KMNIST", _TV_HINT),
+    "npz": _npz,
+}
+
+
+def load_arrays(cfg) -> Arrays:
+    """The normalized, subset arrays of a data config, on the CPU."""
+    if cfg.dataset not in DATASETS:
+        raise DataError(f"data.dataset: unknown data set {cfg.dataset!r}; allowed: "
+                        f"{', '.join(sorted(DATASETS))}")
+    x_train, y_train, x_test, y_test = DATASETS[cfg.dataset](cfg)
+    if cfg.subset is not None:
+        # A fixed subset (independent of the run's seed): it is part of the data, not the run.
+        idx = np.random.default_rng(0).permutation(len(y_train))[: cfg.subset]
+        x_train, y_train = x_train[idx], y_train[idx]
+    x_train, x_test = _normalize(cfg.normalize, x_train, x_test)
+    return x_train, y_train, x_test, y_test
+
+
+def _normalize(kind: str, x_train: np.ndarray, x_test: np.ndarray):
+    if kind == "none":
+        return x_train, x_test
+    if kind == "pixelwise":
+        mean, std = x_train.mean(0, keepdims=True), x_train.std(0, keepdims=True)
+    else:  # per channel for images [N, C, ...], one scalar for flat features [N, D]
+        axes = (0, *range(2, x_train.ndim)) if x_train.ndim > 2 else (0, 1)
+        mean, std = x_train.mean(axes, keepdims=True), x_train.std(axes, keepdims=True)
+    std = np.where(std > 1e-8, std, 1.0)
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load(cfg, device: str | torch.device = "cpu") -> DeviceDataset:
+    """Load a data set and put it on the device, whole."""
+    x_train, y_train, x_test, y_test = load_arrays(cfg)
+    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+
+    def put(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return DeviceDataset(cfg.dataset, put(x_train), put(y_train), put(x_test), put(y_test), num_classes)
+
+
+def describe(cfg) -> tuple[tuple[int, ...], int]:
+    """(input_shape, num_classes) of a data set, for planning without training."""
+    shapes = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+              "fashion_mnist": ((1, 28, 28), 10), "kmnist": ((1, 28, 28), 10)}
+    if cfg.dataset in shapes:
+        return shapes[cfg.dataset]
+    x_train, y_train, _, y_test = load_arrays(cfg)
+    return tuple(x_train.shape[1:]), int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1

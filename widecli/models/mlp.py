@@ -1,0 +1,113 @@
+"""Fully connected network with stable layer names fc1..fcL, out, and a stack dimension.
+
+Every weight has a leading stack dimension K: K runs that differ only in seed train as one model
+with batched matmuls (`torch.baddbmm`), each slice seeing its own data, init and masks. K = 1 is an
+ordinary MLP. Inputs are [K, B, *input_shape]; an unstacked [B, *input_shape] batch is accepted too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
+
+
+class StackedLinear(nn.Module):
+    """K independent linear maps: weight [K, out, in], bias [K, out]."""
+
+    stacked = True
+
+    def __init__(self, in_features: int, out_features: int, stack: int = 1, bias: bool = True,
+                 ntk: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.stack, self.ntk = in_features, out_features, stack, ntk
+        self.weight = nn.Parameter(torch.empty(stack, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(stack, out_features)) if bias else None
+        # NTK parameterization (official MLP code): N(0, 1) weights, 1/sqrt(fan_in) in the forward.
+        self.scale = 1.0 / math.sqrt(in_features) if ntk else 1.0
+
+    def reset_parameters(self, generators: list[torch.Generator]) -> None:
+        """Slice k is drawn from generators[k] (on CPU, so every device gets the same numbers)."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        with torch.no_grad():
+            for k, g in enumerate(generators):
+                w = torch.empty(self.out_features, self.in_features)
+                w.normal_(0.0, 1.0, generator=g) if self.ntk else w.uniform_(-bound, bound, generator=g)
+                self.weight[k].copy_(w)
+                if self.bias is not None:
+                    b = torch.zeros(self.out_features)
+                    if not self.ntk:  # PyTorch's nn.Linear default
+                        b.uniform_(-bound, bound, generator=g)
+                    self.bias[k].copy_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wt = self.weight.transpose(1, 2)
+        if self.bias is None:
+            out = torch.bmm(x, wt)
+            return out * self.scale if self.scale != 1.0 else out
+        return torch.baddbmm(self.bias.unsqueeze(1), x, wt, alpha=self.scale)
+
+    def extra_repr(self) -> str:
+        return f"stack={self.stack}, in={self.in_features}, out={self.out_features}, ntk={self.ntk}"
+
+
+class FactorizedLinear(nn.Module):
+    """Bottleneck replacement of a linear layer: out = U(act(V x)), inner width `rank`."""
+
+    stacked = True
+
+    def __init__(self, in_features: int, out_features: int, rank: int, stack: int = 1,
+                 bias: bool = True, ntk: bool = False, nonlinear: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.V = StackedLinear(in_features, rank, stack, bias=False, ntk=ntk)
+        self.U = StackedLinear(rank, out_features, stack, bias=bias, ntk=ntk)
+        self.act = nn.ReLU() if nonlinear else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.U(self.act(self.V(x)))
+
+
+class MLP(nn.Module):
+    def __init__(self, sizes: list[int], input_shape: tuple[int, ...], activation: str = "relu",
+                 bias: bool = True, ntk: bool = False, stack: int = 1,
+                 ranks: dict[str, int] | None = None, rank_nonlinear: bool = False):
+        super().__init__()
+        self.input_shape, self.stack = tuple(input_shape), stack
+        self.names = [f"fc{i + 1}" for i in range(len(sizes) - 2)] + ["out"]
+        for name, n_in, n_out in zip(self.names, sizes[:-1], sizes[1:]):
+            if ranks and name in ranks:
+                layer = FactorizedLinear(n_in, n_out, ranks[name], stack, bias, ntk, rank_nonlinear)
+            else:
+                layer = StackedLinear(n_in, n_out, stack, bias, ntk)
+            setattr(self, name, layer)
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unstacked = x.dim() == len(self.input_shape) + 1
+        if unstacked:
+            x = x.unsqueeze(0).expand(self.stack, *x.shape)
+        h = x.flatten(2)
+        for name in self.names[:-1]:
+            h = self.act(getattr(self, name)(h))
+        out = self.out(h)
+        return out[0] if unstacked and self.stack == 1 else out
+
+
+def widenable_layers(cfg) -> list[str]:
+    return [f"fc{i + 1}" for i in range(len(cfg.hidden))]
+
+
+def base_widths(cfg) -> dict[str, int]:
+    return dict(zip(widenable_layers(cfg), cfg.hidden))
+
+
+def build(cfg, widths: dict[str, int], input_shape, num_classes: int, stack: int = 1,
+          ranks: dict[str, int] | None = None, rank_nonlinear: bool = False) -> MLP:
+    n_in = math.prod(input_shape)
+    sizes = [n_in] + [widths[name] for name in widenable_layers(cfg)] + [num_classes]
+    return MLP(sizes, input_shape, cfg.activation, cfg.bias, cfg.parameterization == "ntk", stack,
+               ranks, rank_nonlinear)

@@ -1,0 +1,200 @@
+"""Weight counting, distribution rules and exact-count seeded masks. Pure functions: numbers in,
+numbers and tensors out; no I/O, no global state.
+
+Words (DESIGN.md): the *budget* N is the baseline's weight count; a wider model with D dense weights
+keeps N of them; a *rule* decides how many each maskable layer keeps; *connectivity* = kept / size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from widecli.errors import BudgetError
+from widecli.rng import generator
+
+# Layers whose `weight` counts toward the budget. BatchNorm and biases never do.
+WEIGHT_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def weight_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every weight layer, in definition order."""
+    for name, m in model.named_modules():
+        if isinstance(m, WEIGHT_TYPES) or getattr(m, "stacked", False) and hasattr(m, "in_features") \
+                and isinstance(getattr(m, "weight", None), torch.Tensor):
+            yield name, m
+
+
+def _stack(m: nn.Module) -> int:
+    return getattr(m, "stack", 1) if getattr(m, "stacked", False) else 1
+
+
+def layer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Per-run weight shape of each weight layer (the stack dimension removed)."""
+    return {name: tuple(m.weight.shape[1:] if getattr(m, "stacked", False) else m.weight.shape)
+            for name, m in weight_modules(model)}
+
+
+def count_weights(model: nn.Module) -> int:
+    """Number of weights (Linear/Conv weight entries) of one run of the model."""
+    return sum(math.prod(s) for s in layer_shapes(model).values())
+
+
+def count_other(model: nn.Module) -> int:
+    """Biases, BatchNorm and every other trainable parameter of one run (never masked)."""
+    weights = {id(m.weight) for _, m in weight_modules(model)}
+    total = 0
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if id(p) not in weights and p.requires_grad:
+                total += p.numel() // _stack(m)
+    return total
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def allocate(rule: str, shapes: dict[str, tuple[int, ...]], keep: int,
+             connectivity: dict[str, float] | None = None) -> dict[str, int]:
+    """How many weights each layer keeps, summing to `keep` exactly.
+
+    shapes: per-layer weight shapes of the maskable layers; keep: total nonzeros to keep.
+    """
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    total = sum(sizes.values())
+    if not 0 < keep <= total:
+        raise BudgetError(f"sparsity: cannot keep {keep} of {total} maskable weights; the budget "
+                          f"must be between 1 and the wide model's weights")
+    if rule not in RULES:
+        raise BudgetError(f"sparsity.rule: unknown rule {rule!r}; allowed: {', '.join(RULES)}")
+    counts = RULES[rule](sizes, keep, shapes=shapes, connectivity=connectivity or {})
+    assert sum(counts.values()) == keep and all(0 <= counts[n] <= sizes[n] for n in sizes), counts
+    return counts
+
+
+def _proportional(sizes, keep, **_) -> dict[str, int]:
+    """The paper's rule: every layer keeps the same connectivity keep/total."""
+    total = sum(sizes.values())
+    return _round_exact({n: s * keep / total for n, s in sizes.items()}, sizes, keep)
+
+
+def _leveling(sizes, keep, **_) -> dict[str, int]:
+    """Appendix D: remove from the largest layer until it equals the next largest, then from both
+    equally, and so on. The kept counts are a water level: keep_l = min(size_l, L)."""
+    return _waterfill(sizes, keep)
+
+
+def _uniform(sizes, keep, **_) -> dict[str, int]:
+    """Remove the same number of weights from every layer (small layers empty first)."""
+    removed = _waterfill(sizes, sum(sizes.values()) - keep)
+    return {n: sizes[n] - removed[n] for n in sizes}
+
+
+def _erk(sizes, keep, shapes, **_) -> dict[str, int]:
+    """Erdos-Renyi-Kernel (RigL, Evci et al. 2020): density_l proportional to sum(shape)/prod(shape),
+    scaled so the total is `keep`; layers that would exceed density 1 stay dense."""
+    raw = {n: sum(shapes[n]) / sizes[n] for n in sizes}
+    dense: set[str] = set()
+    while True:
+        free = keep - sum(sizes[n] for n in dense)
+        scale = free / sum(raw[n] * sizes[n] for n in sizes if n not in dense)
+        over = {n for n in sizes if n not in dense and raw[n] * scale > 1}
+        if not over:
+            break
+        dense |= over
+    target = {n: float(sizes[n]) if n in dense else raw[n] * scale * sizes[n] for n in sizes}
+    return _round_exact(target, sizes, keep)
+
+
+def _custom(sizes, keep, connectivity, **_) -> dict[str, int]:
+    """User connectivity for some layers; the others share the remaining budget proportionally."""
+    unknown = [n for n in connectivity if n not in sizes]
+    if unknown:
+        raise BudgetError(f"sparsity.connectivity: {unknown[0]!r} is not a maskable layer; allowed: "
+                          f"{', '.join(sizes)}")
+    fixed = {n: round(connectivity[n] * sizes[n]) for n in connectivity}
+    rest = {n: s for n, s in sizes.items() if n not in fixed}
+    left = keep - sum(fixed.values())
+    if not rest:
+        if left != 0:
+            raise BudgetError(f"sparsity.connectivity: connectivities for every layer keep "
+                              f"{sum(fixed.values())} weights but the budget is {keep}; leave one "
+                              f"layer out so it absorbs the rest")
+        return fixed
+    if not 0 < left <= sum(rest.values()):
+        given = ", ".join(f"{n}={c}" for n, c in connectivity.items())
+        raise BudgetError(f"sparsity.connectivity: {given} leaves {left} weights for "
+                          f"{', '.join(rest)} ({sum(rest.values())} weights); the budget {keep} "
+                          f"is not reachable with these connectivities")
+    return {**fixed, **_proportional(rest, left)}
+
+
+RULES = {"proportional": _proportional, "leveling": _leveling, "erk": _erk, "uniform": _uniform,
+         "custom": _custom}
+
+
+def _round_exact(target: dict[str, float], sizes: dict[str, int], total: int) -> dict[str, int]:
+    """Integer counts near `target` summing to `total` (largest remainder), each within [0, size]."""
+    counts = {n: min(sizes[n], math.floor(t)) for n, t in target.items()}
+    short = total - sum(counts.values())
+    order = sorted(target, key=lambda n: (-(target[n] - math.floor(target[n])), -sizes[n], n))
+    while short > 0:
+        progressed = False
+        for n in order:
+            if short and counts[n] < sizes[n]:
+                counts[n] += 1
+                short -= 1
+                progressed = True
+        if not progressed:
+            break
+    return counts
+
+
+def _waterfill(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """alloc_l = min(size_l, L) with sum(alloc) == total; ties broken toward the largest layers."""
+    order = sorted(sizes, key=lambda n: (sizes[n], n))
+    alloc: dict[str, int] = {}
+    remaining = total
+    for i, name in enumerate(order):
+        left = len(order) - i
+        if sizes[name] * left <= remaining:
+            alloc[name] = sizes[name]
+            remaining -= sizes[name]
+            continue
+        rest = order[i:]
+        base, extra = divmod(remaining, len(rest))
+        for j, n in enumerate(reversed(rest)):
+            alloc[n] = base + (1 if j < extra else 0)
+        break
+    return alloc
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def make_masks(shapes: dict[str, tuple[int, ...]], counts: dict[str, int], seed: int,
+               granularity: str = "weight") -> dict[str, torch.Tensor]:
+    """Boolean masks with exactly counts[name] ones (kernel granularity: whole kernels, floor).
+
+    The ones of each layer are a `torch.randperm` prefix from a generator seeded by (seed, layer),
+    so masks do not depend on the other layers or on the device.
+    """
+    masks = {}
+    for name, shape in shapes.items():
+        numel = math.prod(shape)
+        unit = math.prod(shape[2:]) if granularity == "kernel" and len(shape) > 2 else 1
+        units, keep = numel // unit, counts[name] // unit
+        flat = torch.zeros(units, dtype=torch.bool)
+        if keep >= units:
+            flat[:] = True
+        else:
+            flat[torch.randperm(units, generator=generator(seed, "mask", name))[:keep]] = True
+        masks[name] = flat.repeat_interleave(unit).view(shape) if unit > 1 else flat.view(shape)
+    return masks
+
+
+def nonzeros(masks: dict[str, torch.Tensor]) -> dict[str, int]:
+    return {n: int(m.sum()) for n, m in masks.items()}
