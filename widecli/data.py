@@ -179,6 +179,28 @@ def load(cfg, device: str | torch.device = "cpu") -> DeviceDataset:
     return DeviceDataset(cfg.dataset, put(x_train), put(y_train), put(x_test), put(y_test), num_classes)
 
 
+def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding `pad`) and horizontal flip of a whole image batch [..., C, H, W],
+    on the batch's device (airbench style: one gather, no per-sample Python)."""
+    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+    x = x.reshape(-1, c, h, w)
+    n = x.shape[0]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=g, device="cpu").to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=g, device="cpu").to(x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)
+    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
+    if flip:
+        mirror = torch.rand(n, generator=g, device="cpu").to(x.device) < 0.5
+        cols = torch.where(mirror.view(n, 1, 1), (w - 1 + 2 * dx) - cols, cols)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return out.reshape(*lead, c, h, w)
+
+
+NO_FLIP = {"svhn"}  # digits are not mirror symmetric
+
+
 def describe(cfg) -> tuple[tuple[int, ...], int]:
     """(input_shape, num_classes) of a data set, for planning without training."""
     shapes = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from widecli import __version__
 from widecli.build import Built, build
-from widecli.data import DeviceDataset
+from widecli.data import NO_FLIP, DeviceDataset, augment
 from widecli.errors import DeviceError
 from widecli.recipe import RunSpec
 from widecli.rng import generator
@@ -144,6 +144,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
     masker = Masker(built)
     amp, precision = autocast(cfg, device)
     gens = [generator(s.seed, "data") for s in specs]
+    aug_gen = generator(spec.seed, "augment")
     n, bs = len(data.y_train), cfg.batch_size
     alive = torch.ones(k, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * k
@@ -161,6 +162,8 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
         for i in range(0, n, bs):
             idx = perms[:, i:i + bs]
             x, y = data.x_train[idx], data.y_train[idx]          # [K, b, ...], [K, b]
+            if cfg.augment and x.dim() >= 4:
+                x = augment(x, aug_gen, flip=data.name not in NO_FLIP)
             with amp:
                 out = model(x) if stack else model(x[0])[None]
             losses = F.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none")
