@@ -140,6 +140,12 @@ class TrainConfig(_Strict):
     gpus: int = Field(1, ge=1, description="GPUs per run (torch.distributed data parallel when > 1)")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every K epochs (0: never)")
 
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if v is False else v
+
 
 class Recipe(_Strict):
     name: str = Field(description="study name; results go to results/<name>/")
