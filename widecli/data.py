@@ -84,7 +84,11 @@ def _torchvision(cls_name: str, how_to_get: str) -> Callable:
             if "not found" in str(e).lower() or "corrupted" in str(e).lower():
                 hint = "set data.download: true" if not cfg.download else how_to_get
                 raise DataError(f"data.root: {cls_name} not found under {root} ({hint})") from None
-            raise DataError(f"data.root: cannot read {cls_name} under {root}: {e}") from None
+            first = str(e).splitlines()[0].rstrip(":")
+            if "download" in first.lower():
+                raise DataError(f"data.root: {cls_name} is not under {root} and the download failed "
+                                f"({first}; no internet access?); {how_to_get}") from None
+            raise DataError(f"data.root: cannot read {cls_name} under {root}: {first}") from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"data.root: cannot download or read {cls_name} under {root}: "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
