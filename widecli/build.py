@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from widecli import models, widen
+from widecli import bottleneck, models, widen
 from widecli.errors import BudgetError
 from widecli.recipe import RunSpec
 from widecli.rng import generator
-from widecli.sparsity import allocate, count_other, count_weights, layer_shapes, make_masks, weight_modules
+from widecli.sparsity import (allocate, count_other, count_weights, layer_shapes, make_masks, to_kernels,
+                              weight_modules)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
     with torch.device("meta"):
         base = models.build(spec.model, models.base_widths(spec.model), input_shape, num_classes)
         widths = widen.widths(spec.model, spec.widen_layers, spec.factor)
-        ranks = _ranks(spec, widths, input_shape, num_classes, count_weights(base))
+        ranks = bottleneck.ranks(spec, widths, input_shape, num_classes, count_weights(base))
         wide = models.build(spec.model, widths, input_shape, num_classes, ranks=ranks,
                             rank_nonlinear=spec.method == "nonlinear_bottleneck")
     budget, shapes = count_weights(base), layer_shapes(wide)
@@ -66,27 +67,12 @@ def plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
         if keep <= 0:
             raise BudgetError(f"sparsity.scope: the unmasked layers alone hold {fixed} weights, "
                               f"over the budget of {budget}; use scope: all")
-        counts.update(allocate(spec.sparsity.rule, {n: shapes[n] for n in masked}, keep,
-                               spec.sparsity.connectivity))
+        kept = allocate(spec.sparsity.rule, {n: shapes[n] for n in masked}, keep,
+                        spec.sparsity.connectivity)
+        if spec.sparsity.granularity == "kernel":
+            kept = to_kernels(kept, {n: shapes[n] for n in masked})
+        counts.update(kept)
     return Plan(widths, budget, sum(sizes.values()), counts, shapes, masked, count_other(wide), ranks)
-
-
-def _ranks(spec: RunSpec, widths, input_shape, num_classes, budget: int) -> dict[str, int]:
-    """Bottleneck inner widths: every layer whose shape grew is factored with one common rank r,
-    the largest for which the whole model fits the budget."""
-    if spec.method not in ("linear_bottleneck", "nonlinear_bottleneck") or spec.factor == 1:
-        return {}
-    base_shapes = layer_shapes(models.build(spec.model, models.base_widths(spec.model), input_shape,
-                                            num_classes))
-    shapes = layer_shapes(models.build(spec.model, widths, input_shape, num_classes))
-    grown = [n for n in shapes if shapes[n] != base_shapes[n]]
-    fixed = sum(math.prod(s) for n, s in shapes.items() if n not in grown)
-    per_rank = sum(sum(shapes[n][:2]) * math.prod(shapes[n][2:]) for n in grown)
-    r = (budget - fixed) // per_rank
-    if r < 1:
-        raise BudgetError(f"widen.methods: {spec.method} at factor {spec.factor:g} cannot fit the "
-                          f"budget of {budget} weights even with inner width 1")
-    return {n: r for n in grown}
 
 
 @dataclass

@@ -99,6 +99,80 @@ def _torchvision(cls_name: str, how_to_get: str) -> Callable:
     return load
 
 
+# Files of the torchvision layouts: folder, train files, test files (pickled CIFAR batches).
+CIFAR = {"cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                     ["test_batch"], "labels"),
+         "cifar100": ("CIFAR100", "cifar-100-python", ["train"], ["test"], "fine_labels")}
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def _fetch(cfg, cls_name: str, missing: list[Path], splits: list[dict]) -> None:
+    """Download through torchvision (which verifies the archive's md5) when files are missing."""
+    root = _root(cfg)
+    if not missing:
+        return
+    if not cfg.download:
+        raise DataError(f"data.root: {cls_name} file {missing[0]} not found (set data.download: true "
+                        f"with internet access, or copy the files there)")
+    import torchvision
+
+    try:
+        for split_kw in splits:
+            getattr(torchvision.datasets, cls_name)(str(root), download=True, **split_kw)
+    except (RuntimeError, OSError, ValueError, EOFError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"data.root: cannot download {cls_name} into {root}: {msg} ({_TV_HINT})") from None
+
+
+def _cifar(name: str) -> Callable:
+    cls_name, folder, train_files, test_files, label_key = CIFAR[name]
+
+    def load(cfg) -> Arrays:
+        """CIFAR from torchvision's python-pickle batches, read directly (no PIL, no per-image work)."""
+        import pickle
+
+        base = _root(cfg) / folder
+        _fetch(cfg, cls_name, [base / f for f in train_files + test_files if not (base / f).is_file()],
+               splits=[{"train": True}])
+
+        def read(files):
+            xs, ys = [], []
+            for f in files:
+                try:
+                    with open(base / f, "rb") as fh:
+                        entry = pickle.load(fh, encoding="latin1")
+                    xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                    ys.append(np.asarray(entry[label_key], dtype=np.int64))
+                except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+                    raise DataError(f"{base / f}: not a readable {cls_name} batch "
+                                    f"({type(e).__name__}: {e})") from None
+            return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+        return (*read(train_files), *read(test_files))
+    return load
+
+
+def _svhn(cfg) -> Arrays:
+    """SVHN cropped digits from torchvision's .mat files (X [32, 32, 3, N], y [N, 1] with 10 = '0')."""
+    import scipy.io
+
+    root = _root(cfg)
+    missing = [root / f for f in SVHN_FILES.values() if not (root / f).is_file()]
+    _fetch(cfg, "SVHN", missing, splits=[{"split": s} for s in SVHN_FILES
+                                         if root / SVHN_FILES[s] in missing])
+
+    def read(split):
+        path = root / SVHN_FILES[split]
+        try:
+            mat = scipy.io.loadmat(str(path))
+            x = np.transpose(mat["X"], (3, 2, 0, 1))      # -> [N, C, H, W], as torchvision
+            y = mat["y"].astype(np.int64).reshape(-1)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not a readable SVHN .mat file ({type(e).__name__}: {e})") from None
+        y[y == 10] = 0
+        return x.astype(np.float32) / 255.0, y
+    return (*read("train"), *read("test"))
+
+
 def _npz(cfg) -> Arrays:
     """A user file with arrays x_train, y_train, x_test, y_test (any feature shape)."""
     if not cfg.path:
@@ -143,6 +217,9 @@ DATASETS: dict[str, Callable[..., Arrays]] = {
     "mnist": _torchvision("MNIST", _TV_HINT),
     "fashion_mnist": _torchvision("FashionMNIST", _TV_HINT),
     "kmnist": _torchvision("KMNIST", _TV_HINT),
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "svhn": _svhn,
     "npz": _npz,
 }
 
@@ -177,6 +254,7 @@ def load(cfg, device: str | torch.device = "cpu") -> DeviceDataset:
     """Load a data set and put it on the device, whole."""
     x_train, y_train, x_test, y_test = load_arrays(cfg)
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    num_classes = max(num_classes, SHAPES.get(cfg.dataset, (None, 0))[1])
 
     def put(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
@@ -202,14 +280,18 @@ def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4
     return out.reshape(*lead, c, h, w)
 
 
+# (input_shape, num_classes) of the built-in data sets: planning needs no data, and a subset that
+# misses a class still gets the full classifier.
+SHAPES = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+          "fashion_mnist": ((1, 28, 28), 10), "kmnist": ((1, 28, 28), 10),
+          "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "svhn": ((3, 32, 32), 10)}
+
 NO_FLIP = {"svhn"}  # digits are not mirror symmetric
 
 
 def describe(cfg) -> tuple[tuple[int, ...], int]:
     """(input_shape, num_classes) of a data set, for planning without training."""
-    shapes = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
-              "fashion_mnist": ((1, 28, 28), 10), "kmnist": ((1, 28, 28), 10)}
-    if cfg.dataset in shapes:
-        return shapes[cfg.dataset]
+    if cfg.dataset in SHAPES:
+        return SHAPES[cfg.dataset]
     x_train, y_train, _, y_test = load_arrays(cfg)
     return tuple(x_train.shape[1:]), int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1

@@ -110,12 +110,20 @@ def _erk(sizes, keep, shapes, **_) -> dict[str, int]:
 
 
 def _custom(sizes, keep, connectivity, **_) -> dict[str, int]:
-    """User connectivity for some layers; the others share the remaining budget proportionally."""
-    unknown = [n for n in connectivity if n not in sizes]
-    if unknown:
-        raise BudgetError(f"sparsity.connectivity: {unknown[0]!r} is not a maskable layer; allowed: "
-                          f"{', '.join(sizes)}")
-    fixed = {n: round(connectivity[n] * sizes[n]) for n in connectivity}
+    """User connectivity for some layers; the others share the remaining budget proportionally.
+
+    A key names a layer or a group of layers by prefix (`layer1` sets every layer1.* conv); the
+    longest matching key wins."""
+    given = {}
+    for key in connectivity:
+        hits = [n for n in sizes if n == key or n.startswith(key + ".")]
+        if not hits:
+            raise BudgetError(f"sparsity.connectivity: {key!r} is not a maskable layer or prefix; "
+                              f"allowed: {', '.join(sizes)}")
+        for n in hits:
+            if n not in given or len(key) > len(given[n]):
+                given[n] = key
+    fixed = {n: round(connectivity[key] * sizes[n]) for n, key in given.items()}
     rest = {n: s for n, s in sizes.items() if n not in fixed}
     left = keep - sum(fixed.values())
     if not rest:
@@ -125,7 +133,7 @@ def _custom(sizes, keep, connectivity, **_) -> dict[str, int]:
                               f"layer out so it absorbs the rest")
         return fixed
     if not 0 < left <= sum(rest.values()):
-        given = ", ".join(f"{n}={c}" for n, c in connectivity.items())
+        given = ", ".join(f"{k}={c}" for k, c in connectivity.items())
         raise BudgetError(f"sparsity.connectivity: {given} leaves {left} weights for "
                           f"{', '.join(rest)} ({sum(rest.values())} weights); the budget {keep} "
                           f"is not reachable with these connectivities")
@@ -170,6 +178,25 @@ def _waterfill(sizes: dict[str, int], total: int) -> dict[str, int]:
             alloc[n] = base + (1 if j < extra else 0)
         break
     return alloc
+
+
+def to_kernels(counts: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Kernel granularity: round each conv's count down to whole kh*kw kernels, then hand the
+    shortfall back in whole units (kernels, or single weights of linear layers) to the layers with
+    the largest remainders. What is left is under one kernel; the plan reports it as budget_gap."""
+    units = {n: math.prod(s[2:]) if len(s) > 2 else 1 for n, s in shapes.items()}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    out = {n: c - c % units[n] for n, c in counts.items()}
+    short = sum(counts.values()) - sum(out.values())
+    for n in sorted(counts, key=lambda n: (-(counts[n] % units[n]), units[n], n)):
+        if short >= units[n] and out[n] < counts[n] and out[n] + units[n] <= sizes[n]:
+            out[n] += units[n]   # round this layer up instead of down
+            short -= units[n]
+    for n in sorted(counts, key=lambda n: (units[n], n)):   # still short: fill with any room left
+        extra = min(short // units[n], (sizes[n] - out[n]) // units[n])
+        out[n] += extra * units[n]
+        short -= extra * units[n]
+    return out
 
 
 # --------------------------------------------------------------------------- masks

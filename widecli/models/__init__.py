@@ -3,13 +3,14 @@
 Each architecture module provides
   widenable_layers(cfg) -> [name]          hidden layers that `widen.layers` may select, in order
   base_widths(cfg) -> {name: width}        baseline units/channels of each widenable layer
-  build(cfg, widths, input_shape, num_classes, stack=1, ranks=None, rank_act=False) -> nn.Module
-with stable layer names (the names of the weight modules in `named_modules()`).
+  build(cfg, widths, input_shape, num_classes, stack=1, ranks=None, rank_nonlinear=False) -> nn.Module
+with stable layer names (the names of the weight modules in `named_modules()`). Convnets take no
+`stack` (only models with a `stack` attribute train stacked).
 """
 
-from widecli.models import mlp
+from widecli.models import cnn, mlp, resnet
 
-ARCHS = {"mlp": mlp}
+ARCHS = {"mlp": mlp, "resnet18": resnet, "cnn": cnn}
 
 
 def arch(cfg):
