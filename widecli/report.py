@@ -1,0 +1,519 @@
+"""Reports: finished runs -> one DataFrame -> the paper's Table 1, a runs table, plots, text formats.
+
+A *study* is one row of Table 1: a recipe with fixed data/model/training settings (sweep axes on
+those keys included), one choice of widened layers and one set of sparsity settings. Its runs are
+  - the baseline: dense runs at factor 1 with the same recipe, data, model and training settings.
+    Factor 1 is stored canonically (dense, widen "first", default sparsity), so every study of
+    those settings shares it whatever its own widen/sparsity columns say;
+  - its sparse runs at factors > 1;
+  - the dense and bottleneck runs at factors > 1 with the same widened layers. They carry default
+    sparsity settings, so they are shared by studies that differ only in sparsity.
+Means and ± are over seeds: ± is the sample standard deviation (ddof=1), empty with one seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from widecli import store
+from widecli.errors import StoreError
+from widecli.recipe import EXECUTION_KEYS, RunSpec
+
+FORMATS = ("md", "txt", "csv", "latex")
+BOTTLENECKS = ("linear_bottleneck", "nonlinear_bottleneck")
+_EXEC = {f"{section}.{k}" for section, keys in EXECUTION_KEYS.items() for k in keys}
+_SHOWN = {"recipe", "data.dataset", "model.arch", "model.hidden", "model.width", "widen_layers",
+          "sparsity.rule"}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_frame(results: str | Path, recipes: list[str] | None = None,
+               expected: list[RunSpec] | None = None) -> pd.DataFrame:
+    """One row per finished run under `results` (all recipes, or those named), spec keys flattened.
+
+    `expected` specs (a recipe's expansion) that have no finished run are added with status
+    "missing", so a study shows what is still to run.
+    """
+    root = Path(results)
+    if not root.is_dir():
+        raise StoreError(f"{root}: no such results directory")
+    found = {}
+    for name in recipes or [None]:
+        found.update(store.finished_runs(root, name))
+    rows = [store.flatten(r) for r in found.values()]
+    for spec in expected or []:
+        if spec.run_id not in found:
+            rows.append(store.flatten({"run_id": spec.run_id, "recipe": spec.recipe, "status": "missing",
+                                       "spec": spec.model_dump(mode="json")}))
+    if not rows:
+        where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
+        raise StoreError(f"{root}: no finished runs{where}; run `widecli sweep RECIPE` first")
+    df = pd.DataFrame(rows)
+    for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    return _with_keys(df)
+
+
+def _key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    # str() of every value (NaN and None included: pandas' astype(str) keeps NaN in pandas >= 3)
+    return pd.Series(["|".join(map(str, t)) for t in df[cols].itertuples(index=False)], index=df.index)
+
+
+def _with_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Add _base (baseline match), _arm (+ widened layers) and _study (+ sparsity) keys."""
+    shared = ["recipe"] + sorted(c for c in df.columns if c.split(".")[0] in ("data", "model", "train")
+                                 and c not in _EXEC)
+    sparsity = sorted(c for c in df.columns if c.startswith("sparsity."))
+    df = df.copy()
+    df["_base"] = _key(df, shared)
+    df["_arm"] = df["_base"] + "|" + df["widen_layers"].astype(str)
+    df["_study"] = df["_arm"] + "|" + _key(df, sparsity)
+    df.attrs["study_cols"] = shared + ["widen_layers"] + sparsity
+    return df
+
+
+# --------------------------------------------------------------------------- studies
+
+
+@dataclass
+class Study:
+    name: str
+    labels: dict          # recipe, dataset, model, widened, rule and the settings that vary
+    rows: pd.DataFrame    # baseline + sparse + dense + bottleneck runs (missing ones included)
+    sparse: bool          # False: a study of dense/bottleneck runs only (no sparsity settings)
+
+
+def studies(df: pd.DataFrame) -> list[Study]:
+    """Group runs into studies (see the module docstring), in a stable order."""
+    wide = df[df["factor"] > 1]
+    keys = list(dict.fromkeys(wide.loc[wide["method"] == "sparse", "_study"]))
+    arms_with_sparse = set(wide.loc[wide["method"] == "sparse", "_arm"])
+    keys += [a for a in dict.fromkeys(wide["_arm"]) if a not in arms_with_sparse]
+    bases_with_wide = set(wide["_base"])
+    keys += [b for b in dict.fromkeys(df["_base"]) if b not in bases_with_wide]
+    varying = _varying(df, keys)
+    out = []
+    for key in keys:
+        first = _first_row(df, key)
+        base = first["_base"]
+        is_sparse = key in set(wide["_study"]) and first["method"] == "sparse"
+        members = (df["_base"] == base) & (df["factor"] == 1)
+        if key != base:
+            members |= (df["_arm"] == first["_arm"]) & (df["factor"] > 1) & (df["method"] != "sparse")
+        if is_sparse:
+            members |= (df["_study"] == key) & (df["method"] == "sparse") & (df["factor"] > 1)
+        labels = _labels(first, key != base, is_sparse, varying)
+        out.append(Study(_name(labels), labels, df[members], is_sparse))
+    _dedup_names(out)
+    return out
+
+
+def _first_row(df: pd.DataFrame, key: str) -> pd.Series:
+    """A representative row of a key (a wide sparse row for a study key, else any)."""
+    for col in ("_study", "_arm", "_base"):
+        hit = df[(df[col] == key) & (df["factor"] > 1)] if col != "_base" else df[df[col] == key]
+        if not hit.empty:
+            return hit.sort_values("method", key=lambda m: m != "sparse", kind="stable").iloc[0]
+    raise KeyError(key)
+
+
+def _varying(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Study settings (beyond the Table 1 label columns) that differ between studies."""
+    reps = pd.DataFrame([_first_row(df, k) for k in keys])
+    cols = [c for c in df.attrs["study_cols"] if c not in _SHOWN and c not in _EXEC]
+    sparse_reps = reps[reps["method"] == "sparse"]
+    return [c for c in cols if (sparse_reps if c.startswith("sparsity.") else reps)[c].map(str).nunique() > 1]
+
+
+def _model_label(row: pd.Series) -> str:
+    if row.get("model.arch") == "mlp":
+        return f"mlp {row.get('model.hidden')}"
+    return f"{row.get('model.arch')} w{row.get('model.width')}"
+
+
+def _labels(row: pd.Series, wide: bool, sparse: bool, varying: list[str]) -> dict:
+    labels = {"recipe": row["recipe"], "dataset": row["data.dataset"], "model": _model_label(row),
+              "widened": row["widen_layers"] if wide else "-",
+              "rule": row["sparsity.rule"] if sparse else "-"}
+    for c in varying:
+        labels[c] = row[c] if (sparse or not c.startswith("sparsity.")) else "-"
+    return labels
+
+
+def _name(labels: dict) -> str:
+    parts = [str(v) for k, v in labels.items() if k not in ("dataset", "model") and v != "-"]
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)).strip("_")
+
+
+def _dedup_names(items: list[Study]) -> None:
+    seen: dict[str, int] = {}
+    for s in items:
+        seen[s.name] = seen.get(s.name, 0) + 1
+    for s in items:
+        if seen[s.name] > 1:
+            s.name += "-" + hashlib.sha256(json.dumps(s.labels, default=str).encode()).hexdigest()[:6]
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"] == "ok"]
+
+
+def _seeds(rows: pd.DataFrame) -> pd.Series:
+    """Test accuracy per seed of one cell (a seed with several runs is averaged)."""
+    return _ok(rows).groupby("seed")["test_accuracy"].mean()
+
+
+def _stats(per_seed: pd.Series) -> tuple[float, float, int]:
+    n = len(per_seed)
+    return (float(per_seed.mean()) if n else np.nan, float(per_seed.std(ddof=1)) if n > 1 else np.nan, n)
+
+
+def best_wide(rows: pd.DataFrame, method: str) -> dict | None:
+    """The factor > 1 of `method` with the highest mean test accuracy over seeds (ties: smaller f)."""
+    cells = _ok(rows[(rows["method"] == method) & (rows["factor"] > 1)])
+    if cells.empty:
+        return None
+    means = cells.groupby("factor")["test_accuracy"].mean()
+    f = float(means.idxmax())
+    cell = cells[cells["factor"] == f]
+    mean, std, n = _stats(_seeds(cell))
+    return {"factor": f, "mean": mean, "std": std, "seeds": n,
+            "connectivity": float(cell["connectivity"].mean()), "per_seed": _seeds(cell)}
+
+
+def fraction(base: pd.Series, wide: pd.Series, dense: pd.Series) -> tuple[float, float, int]:
+    """(wide - base) / (dense - base): the ratio of the seed means, ± the std of per-seed ratios.
+
+    The point value uses the means shown in the table (checkable by hand from the row). The ± pairs
+    runs by seed: for each seed present in all three cells, (wide_s - base_s) / (dense_s - base_s),
+    and takes their sample std (ddof=1); empty with fewer than two paired seeds.
+    """
+    gain = dense.mean() - base.mean()
+    point = float((wide.mean() - base.mean()) / gain) if gain != 0 else np.nan
+    paired = sorted(set(base.index) & set(wide.index) & set(dense.index))
+    per_seed = [(wide[s] - base[s]) / (dense[s] - base[s]) for s in paired if dense[s] != base[s]]
+    return point, float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else np.nan, len(per_seed)
+
+
+def study_row(study: Study, method: str = "sparse") -> dict:
+    """Table 1 figures of a study; `method` is the wide method compared (sparse in the paper)."""
+    rows, notes = study.rows, []
+    base_seeds = _seeds(rows[rows["factor"] == 1])
+    b_mean, b_std, b_n = _stats(base_seeds)
+    row = {**study.labels, "baseline": b_mean, "baseline_std": b_std, "baseline_seeds": b_n}
+    if not b_n:
+        notes.append("no baseline (f=1) run")
+    best = best_wide(rows, method) if (study.sparse or method != "sparse") else None
+    row.update({"sparse": np.nan, "sparse_std": np.nan, "sparse_seeds": 0, "sparse_factor": np.nan,
+                "sparse_connectivity": np.nan, "dense": np.nan, "dense_std": np.nan, "dense_seeds": 0,
+                "dense_factor": np.nan, "dense_at": "", "fraction": np.nan, "fraction_std": np.nan,
+                "fraction_seeds": 0})
+    if best:
+        row.update({"sparse": best["mean"], "sparse_std": best["std"], "sparse_seeds": best["seeds"],
+                    "sparse_factor": best["factor"], "sparse_connectivity": best["connectivity"]})
+    elif study.sparse or method != "sparse":
+        notes.append(f"no {method} runs at f>1")
+    dense = _ok(rows[(rows["method"] == "dense") & (rows["factor"] > 1)])
+    if dense.empty:
+        notes.append("no dense-wide runs")
+    else:
+        at_best = best is not None and (dense["factor"] == best["factor"]).any()
+        f = best["factor"] if at_best else float(dense["factor"].max())
+        d_seeds = _seeds(dense[dense["factor"] == f])
+        d_mean, d_std, d_n = _stats(d_seeds)
+        row.update({"dense": d_mean, "dense_std": d_std, "dense_seeds": d_n, "dense_factor": f,
+                    "dense_at": "same f" if at_best else "widest"})
+        if best is not None and b_n:
+            fr, fr_std, fr_n = fraction(base_seeds, best["per_seed"], d_seeds)
+            row.update({"fraction": fr, "fraction_std": fr_std, "fraction_seeds": fr_n})
+            if np.isnan(fr):
+                notes.append("dense = baseline: fraction undefined")
+            elif d_mean <= b_mean:
+                notes.append("dense wide not above baseline")
+    for m in BOTTLENECKS:
+        b = best_wide(rows, m)
+        if b:
+            row.update({m: b["mean"], f"{m}_std": b["std"], f"{m}_factor": b["factor"]})
+    failed = int(rows["status"].isin(["diverged", "failed"]).sum())
+    if failed:
+        notes.append(f"{failed} run(s) failed/diverged")
+    row["missing"] = missing_runs(study)
+    if row["missing"]:
+        notes.append(f"{row['missing']} run(s) missing")
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def missing_runs(study: Study) -> int:
+    """Runs still to do: 'missing' rows (from a recipe), else holes in the grid that the runs span.
+
+    Without a recipe the expected grid is inferred: every (method, factor > 1) cell present and the
+    baseline, each with every seed seen in the study.
+    """
+    rows = study.rows
+    if (rows["status"] == "missing").any():
+        return int((rows["status"] == "missing").sum())
+    seeds = set(rows["seed"])
+    cells = rows.groupby(["method", "factor"])["seed"].agg(set)
+    return int(sum(len(seeds - s) for s in cells))
+
+
+def table1(items: list[Study], method: str = "sparse") -> pd.DataFrame:
+    """Table 1, one row per study, numbers as fractions in [0, 1] (full precision)."""
+    t = pd.DataFrame([study_row(s, method) for s in items])
+    return t[[c for c in t.columns if c in _T1_ALWAYS or not t[c].isna().all()]]
+
+
+_T1_ALWAYS = ("baseline", "baseline_std", "sparse", "sparse_std", "sparse_factor", "sparse_connectivity",
+              "dense", "dense_std", "dense_factor", "fraction", "fraction_std", "note")
+
+
+def runs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe x method x factor x settings: connectivity, nonzeros, mean ± std accuracy, seeds."""
+    keep = [c for c in df.attrs["study_cols"] if c not in _EXEC]
+    varying = [c for c in keep if c not in ("recipe", "widen_layers") and df[c].map(str).nunique() > 1]
+    keys = ["recipe", "method", "factor", "widen_layers"] + [c for c in varying if c != "sparsity.rule"]
+    if "sparsity.rule" in df:
+        keys.insert(4, "sparsity.rule")
+    ok = _ok(df)
+    g = df.groupby(keys, dropna=False, sort=True)
+    t = g.agg(runs=("run_id", "size")).join(ok.groupby(keys, dropna=False).agg(
+        connectivity=("connectivity", "mean"), nonzeros=("nonzeros", "mean"),
+        test=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
+        train=("train_accuracy", "mean"), train_std=("train_accuracy", "std"),
+        seeds=("seed", "nunique")))
+    t["seeds"] = t["seeds"].fillna(0).astype(int)
+    most = t.groupby(level="recipe")["runs"].transform("max")
+    t["complete"] = t["seeds"] >= most
+    t = t.reset_index()
+    for c in ("sparsity.rule", "widen_layers"):
+        if c in t:
+            t.loc[t["factor"] == 1, c] = "-"
+    if "sparsity.rule" in t:
+        t.loc[t["method"] != "sparse", "sparsity.rule"] = "-"
+    return t.drop(columns="runs")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or pd.isna(mean):
+        return "-"
+    s = f"{scale * mean:.{digits}f}"
+    return s if pd.isna(std) else f"{s} ± {scale * std:.{digits}f}"
+
+
+def display_table1(t: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 in the paper's layout: accuracies in %, fraction as a ratio."""
+    labels = [c for c in t.columns if c in ("recipe", "dataset", "model", "widened", "rule")
+              or "." in c]
+    d = t[labels].copy()
+    d["baseline"] = [_pm(m, s) for m, s in zip(t["baseline"], t["baseline_std"])]
+    d["best sparse wide (f, connectivity)"] = [
+        "-" if pd.isna(m) else f"{_pm(m, s)} (f={f:g}, {c:.3g})"
+        for m, s, f, c in zip(t["sparse"], t.get("sparse_std"), t["sparse_factor"], t["sparse_connectivity"])]
+    d["dense wide"] = ["-" if pd.isna(m) else f"{_pm(m, s)} (f={f:g}{', widest' if at == 'widest' else ''})"
+                       for m, s, f, at in zip(t["dense"], t.get("dense_std"), t["dense_factor"], t["dense_at"])]
+    d["fraction"] = [_pm(m, s, 1.0) for m, s in zip(t["fraction"], t["fraction_std"])]
+    for m in BOTTLENECKS:
+        if m in t:
+            d[m.replace("_", " ")] = ["-" if pd.isna(v) else f"{_pm(v, s)} (f={f:g})"
+                                      for v, s, f in zip(t[m], t[f"{m}_std"], t[f"{m}_factor"])]
+    d["note"] = t["note"].replace("", "-")
+    return d
+
+
+def display_runs(t: pd.DataFrame) -> pd.DataFrame:
+    """The runs table for people: accuracies in %, '*' marks cells with fewer seeds than the recipe's most."""
+    d = t.drop(columns=["test", "test_std", "train", "train_std", "complete", "connectivity", "nonzeros"]).copy()
+    d["factor"] = d["factor"].map(lambda f: f"{f:g}")
+    d["connectivity"] = t["connectivity"].map(lambda c: "-" if pd.isna(c) else f"{c:.4f}")
+    d["nonzeros"] = t["nonzeros"].map(lambda n: "-" if pd.isna(n) else f"{int(n):,}")
+    d["test acc %"] = [_pm(m, s) for m, s in zip(t["test"], t["test_std"])]
+    d["train acc %"] = [_pm(m, s) for m, s in zip(t["train"], t["train_std"])]
+    d["seeds"] = [f"{n}" if ok else f"{n}*" for n, ok in zip(t["seeds"], t["complete"])]
+    return d
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    """A table as md (GitHub), txt (plain), csv (full precision) or latex (booktabs)."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "md":
+        return tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    if fmt == "txt":
+        return tabulate(df, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
+    if fmt == "latex":
+        tex = tabulate(df, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True)
+        return tex.replace("±", r"$\pm$")
+    raise ValueError(fmt)
+
+
+def text_chart(study: Study, width: int = 60) -> str:
+    """Accuracy vs factor as text bars per method (scaled between the lowest and highest mean)."""
+    ok = _ok(study.rows)
+    if ok.empty:
+        return ""
+    means = ok.groupby(["method", "factor"])["test_accuracy"].mean()
+    base = ok[ok["factor"] == 1]["test_accuracy"].mean()
+    lo, hi = float(means.min()), float(means.max())
+    span = max(hi - lo, 1e-9)
+    bar_w = max(10, width - 34)
+    lines = [f"{study.name}: test accuracy vs widening factor (bars span {100 * lo:.1f}%..{100 * hi:.1f}%)"]
+    for (method, f), m in means.items():
+        if f == 1 and method != "dense":
+            continue
+        n = 1 + round((m - lo) / span * (bar_w - 1))
+        tag = "baseline" if f == 1 else method
+        mark = "" if f == 1 or pd.isna(base) else (" ▲" if m > base else " ▼")
+        lines.append(f"{tag:>20} f={f:<5g} {'█' * n:<{bar_w}} {100 * m:5.1f}%{mark}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _curve(rows: pd.DataFrame, method: str, metric: str, x: str = "factor") -> pd.DataFrame:
+    """Mean and std over seeds per x; every method's curve starts at the shared f=1 baseline."""
+    ok = _ok(rows)
+    pts = ok[(ok["method"] == method) & (ok["factor"] > 1)]
+    if x == "factor":
+        pts = pd.concat([ok[ok["factor"] == 1], pts])
+    return pts.groupby(x)[metric].agg(["mean", "std"]).reset_index().sort_values(x)
+
+
+def plot_study(study: Study, path: Path) -> Path:
+    """Test and train accuracy vs widening factor per method, test accuracy vs connectivity."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    methods = [m for m in ("sparse", "dense", *BOTTLENECKS) if (study.rows["method"] == m).any()]
+    for metric, ax in zip(("test_accuracy", "train_accuracy"), axes):
+        for m in methods:
+            c = _curve(study.rows, m, metric)
+            ax.errorbar(c["factor"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
+        ax.set(xscale="log", xlabel="widening factor f", ylabel=f"{metric.split('_')[0]} accuracy (%)",
+               title=metric.replace("_", " "))
+        ax.legend()
+    ax = axes[2]
+    for m in methods:
+        c = _curve(study.rows[study.rows["factor"] > 1], m, "test_accuracy", x="connectivity")
+        ax.errorbar(c["connectivity"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
+    base = _ok(study.rows[study.rows["factor"] == 1])["test_accuracy"]
+    if not base.empty:
+        ax.axhline(100 * base.mean(), color="grey", ls="--", label="baseline (f=1)")
+    ax.set(xscale="log", xlabel="connectivity", ylabel="test accuracy (%)", title="test accuracy vs connectivity")
+    ax.legend()
+    fig.suptitle(" · ".join(f"{v}" for v in study.labels.values() if v != "-"))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Mean test accuracy over a 2-D sweep of custom connectivities (sweep axes on two layers)."""
+    axes = [c for c in df.columns if c.startswith("axis:sparsity.connectivity.")
+            and df.loc[df["method"] == "sparse", c].nunique() > 1]
+    if len(axes) != 2:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sparse = _ok(df[(df["method"] == "sparse") & (df["factor"] > 1)])
+    written = []
+    for (recipe, factor), cell in sparse.groupby(["recipe", "factor"]):
+        grid = cell.pivot_table(index=axes[1], columns=axes[0], values="test_accuracy", aggfunc="mean")
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        im = ax.imshow(100 * grid.values, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [f"{v:g}" for v in grid.columns])
+        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+        ax.set(xlabel=axes[0].split(".")[-1] + " connectivity", ylabel=axes[1].split(".")[-1] + " connectivity",
+               title=f"{recipe}: test accuracy (%) at f={factor:g}")
+        for (i, j), v in np.ndenumerate(100 * grid.values):
+            ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+        fig.colorbar(im)
+        fig.tight_layout()
+        path = out / f"{recipe}-connectivity-f{factor:g}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+@dataclass
+class Report:
+    tables: dict[str, pd.DataFrame]     # numeric tables: "table1", "runs"
+    shown: dict[str, pd.DataFrame]      # the same for people (formatted strings)
+    studies: list[Study]
+    files: list[Path]
+
+
+def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot: bool = False,
+          fmt: str | None = None, out: str | Path | None = None, recipes: list[str] | None = None,
+          expected: list[RunSpec] | None = None) -> Report:
+    """Load, compute, and write report.md/report.txt (+ csv/latex when asked) and plots into `out`."""
+    if fmt is not None and fmt not in FORMATS:
+        raise StoreError(f"--format: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    df = load_frame(results, recipes, expected)
+    items = studies(df)
+    tables, shown = {}, {}
+    if table1_:
+        tables["table1"] = table1(items)
+        shown["table1"] = display_table1(tables["table1"])
+    if runs:
+        tables["runs"] = runs_table(df)
+        shown["runs"] = display_runs(tables["runs"])
+    out = Path(out or results)
+    files = write_tables(tables, shown, out, fmt)
+    if plot:
+        files += [plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
+        files += heatmaps(df, out / "plots")
+    return Report(tables, shown, items, files)
+
+
+def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None) -> list[Path]:
+    """report.md and report.txt always; report-<table>.csv / .tex for --format csv / latex."""
+    files = []
+    texts = {"md": "", "txt": ""}
+    for name, d in shown.items():
+        texts["md"] += f"## {TITLES[name]}\n\n{render(d, 'md')}\n\n"
+        texts["txt"] += f"{TITLES[name]}\n\n{render(d, 'txt')}\n\n"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for ext, text in texts.items():
+            store.atomic_write(out / f"report.{ext}", text.encode())
+            files.append(out / f"report.{ext}")
+        for name in tables if fmt in ("csv", "latex") else []:
+            text = render(tables[name], "csv") if fmt == "csv" else render(shown[name], "latex")
+            path = out / f"report-{name}.{'csv' if fmt == 'csv' else 'tex'}"
+            store.atomic_write(path, text.encode())
+            files.append(path)
+    except OSError as e:
+        raise StoreError(f"{out}: cannot write the report ({e.strerror or e})") from None
+    return files
+
+
+TITLES = {"table1": "Table 1: width alone vs dense widening at a fixed number of weights",
+          "runs": "Runs: mean ± std over seeds (accuracy in %)"}
