@@ -130,3 +130,20 @@ def _default_init(m: nn.Module, g: torch.Generator) -> None:
         m.weight.copy_(torch.empty(m.weight.shape).uniform_(-bound, bound, generator=g))
         if m.bias is not None:
             m.bias.copy_(torch.empty(m.bias.shape).uniform_(-bound, bound, generator=g))
+
+
+def layer_table(spec: RunSpec, input_shape, num_classes: int) -> list[dict]:
+    """Every weight layer of a run: name, shape, weights, nonzeros, the widenable unit whose
+    widening changes its output channels (None: it never widens) and whether it carries a mask."""
+    p = plan(spec, input_shape, num_classes)
+    base = models.base_widths(spec.model)
+    with torch.device("meta"):
+        base_shapes = layer_shapes(models.build(spec.model, base, input_shape, num_classes))
+        owner: dict[str, str] = {}
+        for unit in models.widenable_layers(spec.model):
+            grown = layer_shapes(models.build(spec.model, {**base, unit: base[unit] * 2 + 1},
+                                              input_shape, num_classes))
+            owner.update({n: unit for n, s in grown.items() if s[0] != base_shapes[n][0]})
+    return [{"name": n, "shape": tuple(s), "weights": math.prod(s), "nonzeros": p.counts[n],
+             "widens_with": owner.get(n.removesuffix(".V").removesuffix(".U")), "masked": n in p.masked}
+            for n, s in p.shapes.items()]

@@ -32,10 +32,29 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show Python traceba
     _debug["on"] = debug
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the current run cleans up its partial files."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
 def handled(fn: Callable) -> Callable:
-    """Turn WidecliError into one red line and exit code 2 (a traceback only with --debug)."""
+    """Turn WidecliError into one red line and exit code 2 (a traceback only with --debug).
+
+    Ctrl-C / SIGTERM: the runner has removed the current run's partial files; say how to resume
+    and exit 130 / 143.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import shlex
+        import signal
+
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:
+            pass  # not the main thread (an embedding program): leave its signals alone
         try:
             return fn(*args, **kwargs)
         except WidecliError as e:
@@ -43,6 +62,11 @@ def handled(fn: Callable) -> Callable:
                 raise
             err.print(f"[red]error:[/] {e}", markup=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:
+            again = shlex.join(["widecli", *sys.argv[1:]])
+            err.print(f"[red]interrupted[/]: finished runs are kept and the current run's partial files "
+                      f"were removed; resume with: {again}", markup=True)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     return wrapper
 
 
@@ -79,7 +103,10 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     out.print(table)
     sparse = [s for s in specs if s.method == "sparse"]
     if sparse:
-        out.print(f"sparse runs: nonzeros == budget for all {len(sparse)} (gap column); "
+        short = [s for s in sparse if s.sparsity.granularity == "kernel"]
+        exact = f"for all {len(sparse)}" if not short else \
+            f"for {len(sparse) - len(short)}; {len(short)} with granularity kernel may fall short by < one kernel"
+        out.print(f"sparse runs: nonzeros == budget {exact} (gap column); "
                   "biases/BatchNorm are counted separately and never masked")
 
 
@@ -147,14 +174,144 @@ def print_run_summary(outcome, path: Path) -> None:
 
 
 # --- layers command (issue 5) ---
+@app.command()
+@handled
+def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
+           factor: float = typer.Option(1.0, help="widening factor at which to show the layers"),
+           method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck")) -> None:
+    """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
+    from widecli import data, recipe as recipe_mod
+    from widecli.build import layer_table
+    from widecli.errors import RecipeError
+
+    r = recipe_mod.load(recipe, set_)
+    if factor < 1:
+        raise RecipeError(f"--factor: got {factor:g}; widening factors must be >= 1")
+    if method not in recipe_mod.METHODS:
+        raise RecipeError(f"--method: unknown method {method!r}; allowed: {', '.join(recipe_mod.METHODS)}")
+    shape, classes = data.describe(r.data)
+    spec = recipe_mod.make_spec(r, factor, method, r.seeds[0])
+    rows = layer_table(spec, shape, classes)
+    table = Table(title=f"{r.name}: {r.model.arch} at factor {factor:g} ({spec.method}), widen.layers "
+                        f"{spec.widen_layers}, scope {r.sparsity.scope}")
+    for col in ("layer", "shape", "weights", "nonzeros", "widens with", "masked"):
+        table.add_column(col, justify="right" if col in ("weights", "nonzeros") else "left")
+    for row in rows:
+        table.add_row(row["name"], "x".join(map(str, row["shape"])), fmt_count(row["weights"]),
+                      fmt_count(row["nonzeros"]), row["widens_with"] or "no", "yes" if row["masked"] else "no")
+    out.print(table)
+    out.print(f"{len(rows)} weight layers, {fmt_count(sum(x['weights'] for x in rows))} weights; "
+              f"widen.layers may name: {', '.join(widenable(r.model))} (or first, last, all)")
+
+
+def widenable(model_cfg) -> list[str]:
+    from widecli import models
+
+    return models.widenable_layers(model_cfg)
+
 
 # --- sweep command (issue 6) ---
 
-# --- report command (issue 7) ---
+@app.command()
+@handled
+def report(results: Path = typer.Argument(Path("results"), help="results directory (any number of recipes)"),
+           table1: bool = typer.Option(False, "--table1", help="the paper's Table 1, one row per study"),
+           runs: bool = typer.Option(False, "--runs", help="mean ± std per recipe x method x factor"),
+           plot: bool = typer.Option(False, "--plot", help="PNG per study: accuracy vs factor / connectivity"),
+           fmt: Optional[str] = typer.Option(None, "--format", help="print md | txt | csv | latex (and write csv/tex)"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where report files go (default: RESULTS)"),
+           recipe: Optional[List[str]] = typer.Option(
+               None, "--recipe", help="only this recipe: a NAME, or a recipe FILE (also counts its missing runs)")) -> None:
+    """Table 1, a runs table and plots from finished runs; writes report.md and report.txt."""
+    from widecli import recipe as recipe_mod, report as report_mod
+
+    names, expected = [], []
+    for item in recipe or []:
+        if item.endswith((".yaml", ".yml")) or Path(item).is_file():
+            r = recipe_mod.load(item)
+            names.append(r.name)
+            expected += recipe_mod.expand(r)
+        else:
+            names.append(item)
+    both = not (table1 or runs or plot)
+    rep = report_mod.build(results, table1_=table1 or both, runs=runs or both, plot=plot, fmt=fmt,
+                           out=out_dir, recipes=names or None, expected=expected)
+    for name, shown in rep.shown.items():
+        if fmt:
+            text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
+            typer.echo(text if fmt == "csv" else f"{report_mod.TITLES[name]}\n\n{text}\n")
+        else:
+            out.print(rich_table(shown, report_mod.TITLES[name]))
+    if not fmt and (out.width or 0) >= 100:
+        for s in rep.studies:
+            chart = report_mod.text_chart(s, min(out.width, 110))
+            if chart:
+                out.print(chart, markup=False)
+    target = err if fmt else out
+    target.print("written: " + ", ".join(str(f) for f in rep.files), markup=False)
+
+
+def rich_table(df, title: str) -> Table:
+    """A DataFrame of display strings as a rich Table."""
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        table.add_column(str(col), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    return table
+
 
 # --- ablate command (issue 8) ---
 
-# --- kernel command (issue 9) ---
+@app.command()
+@handled
+def kernel(recipe: Path = typer.Argument(..., help="recipe YAML file"),
+           factors: Optional[str] = typer.Option(None, help="comma-separated widening factors (default: the recipe's)"),
+           samples: int = typer.Option(256, help="N: inputs (the first N of the split) the kernel is measured on"),
+           inits: int = typer.Option(128, help="M: random inits (with their masks) averaged per model"),
+           seed: Optional[int] = typer.Option(None, help="first init seed; inits use seed..seed+M-1 (default: the recipe's first)"),
+           split: str = typer.Option("test", help="test | train: where the N inputs come from"),
+           reference: str = typer.Option("auto", help="auto | closed_form (MLP) | dense (widest affordable dense model)"),
+           reference_factor: Optional[float] = typer.Option(None, help="factor of the dense reference model (default: widest affordable)"),
+           set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt) -> None:
+    """Distance of each model's NNGP kernel at init to the infinite-width kernel (paper Section 3, Fig. 7)."""
+    from widecli import kernel as kernel_mod, recipe as recipe_mod
+    from widecli.errors import RecipeError
+    from widecli.train import resolve_device
+
+    overrides = list(set_ or [])
+    if factors is not None:
+        try:
+            overrides.append(f"widen.factors=[{','.join(str(float(f)) for f in factors.split(','))}]")
+        except ValueError:
+            raise RecipeError(f"--factors {factors!r}: expected comma-separated numbers, e.g. 1,2,4") from None
+    if split not in ("test", "train"):
+        raise RecipeError(f"--split: unknown split {split!r}; allowed: test, train")
+    r = recipe_mod.load(recipe, overrides)
+    dev = resolve_device(device)
+    specs = kernel_mod.kernel_specs(r)
+    out.print(f"[bold]{r.name}[/] kernel at init: {len(specs)} models, {samples} {split} inputs, "
+              f"{inits} inits each, on {dev}")
+    with Progress(TextColumn("kernel"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("kernel", total=len(specs))
+
+        def on_row(row: dict) -> None:
+            progress.advance(task)
+            out.print(f"factor {row['factor']:g} {row['method']} rule {row['rule']}: connectivity "
+                      f"{row['connectivity']:.4f}, distance {row['distance']:.4f} (expected "
+                      f"{row['expected_distance']:.4f}, one init {row['init_distance']:.4f})")
+        df = kernel_mod.analyze(r, samples, inits, dev, seed, reference, reference_factor, split, on_row,
+                                on_reference=lambda name: out.print(f"infinite-width kernel: {name}"))
+    written = kernel_mod.write(df, results, r.name)
+    rho, p, n = written["spearman"]
+    if n:
+        out.print(f"distance vs test accuracy over {n} models with finished runs: Spearman rho "
+                  f"{rho:.3f} (p {p:.3g})")
+    else:
+        out.print(f"no finished runs of {r.name} under {results}: no accuracy correlation")
+    for path in written["paths"].values():
+        out.print(f"written {path}")
 
 
 def main() -> None:
