@@ -212,6 +212,124 @@ def widenable(model_cfg) -> list[str]:
 
 # --- sweep command (issue 6) ---
 
+
+@app.command()
+@handled
+def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
+          jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+          executor: str = typer.Option("local", help="local | ray"),
+          address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT (none: start a local Ray)"),
+          num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="ray: CPUs per run (default 1)"),
+          num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
+                                                   help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
+          device: str = DeviceOpt, results: Path = ResultsOpt,
+          force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
+          retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit")) -> None:
+    """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
+    from widecli import recipe as recipe_mod, sweep as sweep_mod
+
+    r = recipe_mod.load(recipe, set_)
+    specs = recipe_mod.expand(r)
+    if dry_run:
+        print_plan(r, sweep_mod.plan(specs, results, force, retry_failed))
+        return
+    with SweepProgress(r.name, results) as progress:
+        summary = sweep_mod.run(specs, results, jobs=jobs, executor=executor, address=address, device=device,
+                                force=force, retry_failed=retry_failed, on_event=progress.on_event,
+                                num_cpus=num_cpus, num_gpus=num_gpus)
+    print_sweep_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def print_plan(r, planned) -> None:
+    from widecli import data
+    from widecli.build import plan
+
+    shape, classes = data.describe(r.data)
+    todo = sum(p.todo for p in planned)
+    table = Table(title=f"{r.name}: {len(planned)} runs, {todo} to train")
+    for col in ("run_id", "factor", "method", "seed", "axes", "connectivity", "status", "train"):
+        table.add_column(col, overflow="fold")
+    colours = {"finished": "green", "failed": "red", "corrupt": "red", "partial": "yellow"}
+    for p in planned:
+        s = p.spec
+        axes = ", ".join(f"{k}={v}" for k, v in s.axes.items())
+        status = f"[{colours[p.status]}]{p.status}[/]" if p.status in colours else p.status
+        table.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), axes,
+                      f"{plan(s, shape, classes).connectivity:.4f}", status, "yes" if p.todo else "-")
+    out.print(table)
+    for p in planned:
+        if p.error:
+            out.print(f"[red]corrupt[/] {p.run_id}: {p.error}")
+
+
+class SweepProgress:
+    """rich progress for a sweep: overall runs done/total with ETA, one bar per training group."""
+
+    def __init__(self, name: str, results: Path):
+        self.name, self.results = name, results
+
+    def __enter__(self):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=out,
+                                 transient=True)
+        self.progress.__enter__()
+        self.overall, self.groups = None, {}
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_event(self, e) -> None:
+        p, key = self.progress, tuple(r[0] for r in e.runs)
+        if e.kind == "plan":
+            for run in e.planned:
+                if run.error:
+                    p.console.print(f"[red]corrupt[/] {run.run_id}: {run.error}")
+            if e.total == 0:
+                p.console.print(f"{self.name}: nothing to train, all {e.skipped} runs are finished in "
+                                f"{self.results / self.name} (--force retrains)")
+            else:
+                p.console.print(f"{self.name}: {e.total} runs to train, {e.skipped} already finished")
+            self.overall = p.add_task("runs", total=e.total, info="")
+        elif e.kind == "start":
+            label = ", ".join(f"f={f:g} {m} s{s}" for _, f, m, s in e.runs)
+            self.groups[key] = p.add_task(f"  {label[:60]}", total=None, info="")
+        elif e.kind == "epoch" and key in self.groups:
+            info = " ".join(f"test {r['test_accuracy']:.3f}" for r in e.rows[:4])
+            p.update(self.groups[key], total=e.epochs, completed=e.epoch, info=info)
+        elif e.kind == "done":
+            run_id, f, m, s = e.runs[0]
+            colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
+            why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
+            p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{why}")
+            p.advance(self.overall)
+            for k in [k for k in self.groups if run_id in k]:
+                p.remove_task(self.groups.pop(k))
+        elif e.kind == "wait":
+            p.console.print(f"waiting for {len(e.runs)} runs another sweep is training")
+
+
+def print_sweep_summary(summary) -> None:
+    from widecli.sweep import best_table
+
+    out.print(f"trained {summary.trained}: [green]{summary.ok} ok[/], [yellow]{summary.diverged} diverged[/], "
+              f"[red]{summary.failed} failed[/]; {summary.skipped} skipped (already finished)")
+    df = best_table(summary.rows)
+    if not df.empty:
+        table = Table(title="test accuracy by method and factor")
+        for col in df.columns:
+            table.add_column(str(col), justify="right")
+        for row in df.itertuples(index=False):
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) and not float(v).is_integer() else
+                            (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
+        out.print(table)
+    for run_id, error in summary.failures:
+        out.print(f"[red]failed[/] {run_id}: {error}")
+    out.print(f"runs.csv: {summary.runs_csv}")
+
 @app.command()
 @handled
 def report(results: Path = typer.Argument(Path("results"), help="results directory (any number of recipes)"),
