@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -21,20 +22,61 @@ def weights_summary(p: Plan) -> dict:
             "other_params": p.other_params, "widths": p.widths, "ranks": p.ranks, "layers": p.layers()}
 
 
-def run(specs: list[RunSpec], results: str | Path, device: torch.device,
-        dataset: data_mod.DeviceDataset | None = None,
-        on_epoch: Callable[[int, int, list[dict]], None] | None = None) -> list[tuple[Outcome, Path]]:
-    """Train one run (or K stacked seeds) and store each; returns (outcome, run directory) pairs."""
-    ds = dataset or data_mod.load(specs[0].data, device)
-    outcomes = train(specs, ds, device, on_epoch)
+def train_group(specs: list[RunSpec], device: torch.device, ds: data_mod.DeviceDataset,
+                on_epoch: Callable[[int, int, list[dict]], None] | None = None,
+                record_failures: bool = False) -> list[tuple[Outcome, dict]]:
+    """Train one run (or K stacked seeds); (outcome, result.json body) per run, nothing written.
+
+    With record_failures, an exception in training becomes status `failed` with its error for
+    every run of the group (a sweep goes on); interrupts (KeyboardInterrupt) always propagate.
+    """
     from widecli.build import plan
 
-    p = plan(specs[0], ds.input_shape, ds.num_classes)
+    try:
+        outcomes = train(specs, ds, device, on_epoch)
+    except Exception as e:
+        if not record_failures:
+            raise
+        error, trace = f"{type(e).__name__}: {e}".splitlines()[0], traceback.format_exc()
+        outcomes = [Outcome(s, "failed", error=error) for s in specs]
+    else:
+        trace = None
+    try:
+        weights = weights_summary(plan(specs[0], ds.input_shape, ds.num_classes))
+    except Exception:
+        if not record_failures:
+            raise
+        weights = {}
     written = []
     for o in outcomes:
-        result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights_summary(p),
+        result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights,
                   "data": {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
                            "train_size": len(ds.y_train), "test_size": len(ds.y_test)}}
-        d = store.write_run(results, o.spec, o.metrics, result, {"state": o.state, "masks": o.masks})
-        written.append((o, d))
+        if trace:
+            result["traceback"] = trace
+        written.append((o, result))
     return written
+
+
+def state_of(o: Outcome) -> dict | None:
+    """What model.pt holds: the trained state and masks (nothing for a failed run)."""
+    return None if o.status == "failed" else {"state": o.state, "masks": o.masks}
+
+
+def run(specs: list[RunSpec], results: str | Path, device: torch.device,
+        dataset: data_mod.DeviceDataset | None = None,
+        on_epoch: Callable[[int, int, list[dict]], None] | None = None,
+        record_failures: bool = False) -> list[tuple[Outcome, Path]]:
+    """Train one run (or K stacked seeds) and store each; returns (outcome, run directory) pairs.
+
+    On an interrupt the runs' half-written directories are removed (finished runs are kept), so
+    re-running the same command resumes cleanly.
+    """
+    ds = dataset or data_mod.load(specs[0].data, device)
+    try:
+        return [(o, store.write_run(results, o.spec, o.metrics, result, state_of(o)))
+                for o, result in train_group(specs, device, ds, on_epoch, record_failures)]
+    except BaseException:
+        for s in specs:
+            store.remove_partial(results, s)
+        raise
