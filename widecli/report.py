@@ -114,6 +114,7 @@ def studies(df: pd.DataFrame) -> list[Study]:
             members |= (df["_study"] == key) & (df["method"] == "sparse") & (df["factor"] > 1)
         labels = _labels(first, key != base, is_sparse, varying)
         out.append(Study(_name(labels), labels, df[members], is_sparse))
+    out.sort(key=lambda s: [str(v) for v in s.labels.values()])
     _dedup_names(out)
     return out
 
@@ -151,8 +152,17 @@ def _labels(row: pd.Series, wide: bool, sparse: bool, varying: list[str]) -> dic
 
 
 def _name(labels: dict) -> str:
-    parts = [str(v) for k, v in labels.items() if k not in ("dataset", "model") and v != "-"]
+    parts = [_short(v) for k, v in labels.items() if k not in ("dataset", "model") and v != "-"]
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)).strip("_")
+
+
+def _short(v) -> str:
+    """A label value for a file name: JSON mappings as k=v,k=v."""
+    try:
+        d = json.loads(v) if isinstance(v, str) else None
+    except ValueError:
+        d = None
+    return ",".join(f"{k}={x}" for k, x in d.items()) if isinstance(d, dict) else str(v)
 
 
 def _dedup_names(items: list[Study]) -> None:
@@ -346,7 +356,7 @@ def display_runs(t: pd.DataFrame) -> pd.DataFrame:
     d["test acc %"] = [_pm(m, s) for m, s in zip(t["test"], t["test_std"])]
     d["train acc %"] = [_pm(m, s) for m, s in zip(t["train"], t["train_std"])]
     d["seeds"] = [f"{n}" if ok else f"{n}*" for n, ok in zip(t["seeds"], t["complete"])]
-    return d
+    return d.rename(columns={"widen_layers": "widened", "sparsity.rule": "rule"})
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
@@ -374,9 +384,12 @@ def text_chart(study: Study, width: int = 60) -> str:
     span = max(hi - lo, 1e-9)
     bar_w = max(10, width - 34)
     lines = [f"{study.name}: test accuracy vs widening factor (bars span {100 * lo:.1f}%..{100 * hi:.1f}%)"]
-    for (method, f), m in means.items():
-        if f == 1 and method != "dense":
+    order = [("dense", 1.0)] + [(m, f) for m in ("sparse", "dense", *BOTTLENECKS)
+                                for f in sorted(ok["factor"].unique()) if f > 1]
+    for method, f in order:
+        if (method, f) not in means:
             continue
+        m = means[(method, f)]
         n = 1 + round((m - lo) / span * (bar_w - 1))
         tag = "baseline" if f == 1 else method
         mark = "" if f == 1 or pd.isna(base) else (" ▲" if m > base else " ▼")
@@ -410,6 +423,7 @@ def plot_study(study: Study, path: Path) -> Path:
             ax.errorbar(c["factor"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
         ax.set(xscale="log", xlabel="widening factor f", ylabel=f"{metric.split('_')[0]} accuracy (%)",
                title=metric.replace("_", " "))
+        _plain_log_ticks(ax, sorted(study.rows["factor"].unique()))
         ax.legend()
     ax = axes[2]
     for m in methods:
@@ -419,6 +433,7 @@ def plot_study(study: Study, path: Path) -> Path:
     if not base.empty:
         ax.axhline(100 * base.mean(), color="grey", ls="--", label="baseline (f=1)")
     ax.set(xscale="log", xlabel="connectivity", ylabel="test accuracy (%)", title="test accuracy vs connectivity")
+    _plain_log_ticks(ax)
     ax.legend()
     fig.suptitle(" · ".join(f"{v}" for v in study.labels.values() if v != "-"))
     fig.tight_layout()
@@ -426,6 +441,16 @@ def plot_study(study: Study, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plain_log_ticks(ax, ticks: list[float] | None = None) -> None:
+    """Log axes labelled 1, 2, 4 (or 0.25, 0.5) instead of 2x10^0."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if ticks:
+        ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:
