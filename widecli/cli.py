@@ -379,7 +379,46 @@ def rich_table(df, title: str) -> Table:
     return table
 
 
-# --- ablate command (issue 8) ---
+@app.command()
+@handled
+def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file (default: the bundled quickstart)"),
+           widen_layers: Optional[List[str]] = typer.Option(
+               None, "--widen-layers", help="first | last | all | NAME[,NAME...]; repeatable"),
+           rule: Optional[List[str]] = typer.Option(None, "--rule", help="proportional | leveling | erk | uniform | "
+                                                                         "custom; repeatable"),
+           method: Optional[List[str]] = typer.Option(None, "--method", help="sparse | dense | linear_bottleneck | "
+                                                                             "nonlinear_bottleneck; repeatable"),
+           set_: Optional[List[str]] = SetOpt,
+           jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+           executor: str = typer.Option("local", help="local | ray"),
+           address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT"),
+           device: str = DeviceOpt, results: Path = ResultsOpt,
+           dry_run: bool = typer.Option(False, "--dry-run", help="print the arms and their run counts, train nothing"),
+           no_reference: bool = typer.Option(False, "--no-reference", help="leave out the recipe's own setting")) -> None:
+    """Compare widening choices, sparsity rules and methods against the recipe's setting (each arm a sweep)."""
+    from widecli import ablate as ablate_mod, report as report_mod, sweep as sweep_mod
+
+    path = recipe or ablate_mod.default_recipe()
+    arms, notes = ablate_mod.arms(path, widen_layers or [], rule or [], method or [], set_ or [],
+                                  reference=not no_reference)
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}")
+    if dry_run:
+        out.print(rich_table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
+                             f"{len(arms)} arm(s) from {path}"))
+        return
+    with SweepProgress(arms[0].recipe.name, results) as progress:
+        summary = sweep_mod.run(ablate_mod.all_specs(arms), results, jobs=jobs, executor=executor,
+                                address=address, device=device, on_event=progress.on_event)
+    out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
+    comparison = ablate_mod.compare(arms, results)
+    per_factor, per_arm = ablate_mod.display(comparison)
+    out.print(rich_table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds"))
+    out.print(rich_table(per_arm, "Table 1 per arm; Δ = best wide accuracy minus the reference's (points)"))
+    out.print("written: " + ", ".join(str(f) for f in comparison.files), markup=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
 
 @app.command()
 @handled
