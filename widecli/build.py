@@ -7,6 +7,7 @@ model for one run or for K runs stacked.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -48,8 +49,23 @@ class Plan:
                 for n, s in self.shapes.items()}
 
 
+_PLANS: dict[tuple, Plan] = {}
+
+
 def plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
-    """Widths, budget and per-layer kept counts of a run, computed without allocating weights."""
+    """Widths, budget and per-layer kept counts of a run, computed without allocating weights.
+
+    Memoized on everything but the seed (which the accounting does not depend on): `check` plans
+    every seed of a grid, and a bottleneck's rank search builds a dozen meta models."""
+    key = (spec.stack_key(), tuple(input_shape), num_classes)
+    if key not in _PLANS:
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        _PLANS[key] = _plan(spec, input_shape, num_classes)
+    return copy.deepcopy(_PLANS[key])
+
+
+def _plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
     with torch.device("meta"):
         base = models.build(spec.model, models.base_widths(spec.model), input_shape, num_classes)
         widths = widen.widths(spec.model, spec.widen_layers, spec.factor)
