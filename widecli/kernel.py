@@ -274,11 +274,18 @@ def plot_factor(df: pd.DataFrame, title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, g in df.groupby("method", sort=True):
-        g = g.sort_values("factor")
+    base = df[df["factor"] == 1]  # the dense baseline starts every method's curve
+    for method, g in df[df["factor"] > 1].groupby("method", sort=True):
+        g = pd.concat([base, g]).sort_values("factor")
         ax.plot(g["factor"], g["distance"], "o-", label=method)
+    if not (df["factor"] > 1).any():  # only the baseline
+        ax.plot(base["factor"], base["distance"], "o", label="dense")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(df["factor"].unique()))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("widening factor")
     ax.set_ylabel("||K_f - K_inf|| / ||K_inf||")
     ax.set_title(f"{title}: kernel distance at init ({df['reference'].iloc[0]})", fontsize=9)
