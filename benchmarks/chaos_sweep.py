@@ -1,0 +1,162 @@
+"""Chaos test of `widecli sweep`: SIGKILL a small sweep at random moments, restart it each time.
+
+Checks that every run finishes exactly once (a finished result.json is never rewritten or lost),
+that no half-written run directory is ever read as finished, and that the final runs.csv equals an
+uninterrupted sweep's (ignoring timing columns). Prints kills, runs lost, runs duplicated.
+
+    python benchmarks/chaos_sweep.py [--kills 20] [--jobs 1] [--seed 0] [--data-root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from widecli import recipe as recipe_mod
+from widecli import store, sweep
+
+NAME = "chaos"
+
+
+def write_recipe(folder: Path, data_root: Path, kills: int) -> Path:
+    """A tiny MLP study with enough stacked groups that a sweep outlives `kills` restarts."""
+    factors = [1 + 0.5 * i for i in range(max(2, kills // 2 + 1))]
+    raw = {"name": NAME, "data": {"dataset": "mnist1d", "root": str(data_root)},
+           "model": {"arch": "mlp", "hidden": [16]},
+           "widen": {"layers": "first", "factors": factors, "methods": ["sparse", "dense"]},
+           "train": {"epochs": 2, "batch_size": 128, "lr": 0.05}, "seeds": [0, 1]}
+    path = folder / f"{NAME}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def starts(results: Path) -> int:
+    """How many runs sweeps have started on this results directory (from the journal)."""
+    try:
+        return sum(" start " in line for line in (results / NAME / store.LOCKS / "journal.log").open())
+    except FileNotFoundError:
+        return 0
+
+
+def launch(recipe: Path, results: Path, jobs: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "widecli", "sweep", str(recipe), "--results", str(results), "--device", "cpu",
+           "--jobs", str(jobs)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+
+
+def _env() -> dict:
+    # Start-up (importing torch) is most of a restart; one thread keeps 2-core machines responsive.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def kill_at_random(proc: subprocess.Popen, results: Path, rng: random.Random, window: float) -> bool:
+    """SIGKILL `proc` a random moment after it starts training a run; False if it finished first."""
+    seen = starts(results)
+    deadline = time.monotonic() + 120
+    while starts(results) == seen and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, window))
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()  # reap it, so its pid is really gone when the next sweep judges its locks stale
+    return True
+
+
+def snapshot(results: Path) -> tuple[dict[str, str], int]:
+    """run_id -> content checksum of every finished run, and how many of those are half-written."""
+    done, bad = {}, 0
+    root = results / NAME
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not d.is_dir() or d.name == store.LOCKS or not store.is_finished(d):
+            continue
+        result = store.read_result(d)
+        done[d.name] = result["checksums"]["content"]
+        bad += not complete(d, result)
+    return done, bad
+
+
+def complete(d: Path, result: dict) -> bool:
+    """A run read as finished really is: all epochs in metrics.csv, a loadable model, its own spec."""
+    try:
+        spec = recipe_mod.RunSpec.model_validate(yaml.safe_load((d / store.SPEC).read_text()))
+        rows = len(pd.read_csv(d / store.METRICS))
+        if result["status"] != "failed":
+            torch.load(d / store.MODEL, map_location="cpu", weights_only=True)
+        return spec.run_id == d.name and rows == result["final"].get("epochs_run", rows)
+    except Exception:
+        return False
+
+
+def comparable(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    df = df.drop(columns=[c for c in sweep.TIMING_COLUMNS if c in df])
+    return df.sort_values("run_id").reset_index(drop=True)
+
+
+def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None = None,
+          workdir: Path | None = None, window: float = 0.8) -> dict:
+    """Run the chaos experiment; returns its figures."""
+    rng = random.Random(seed)
+    work = Path(workdir or tempfile.mkdtemp(prefix="widecli-chaos-"))
+    data_root = Path(data_root or work / "data")
+    recipe = write_recipe(work, data_root, kills)
+    specs = recipe_mod.expand(recipe_mod.load(recipe))
+    reference = sweep.run(specs, work / "reference", device="cpu")
+    results = work / "results"
+
+    done, killed, lost, duplicated, half = {}, 0, set(), set(), 0
+    while killed < kills:
+        proc = launch(recipe, results, jobs)
+        if not kill_at_random(proc, results, rng, window):
+            break  # the sweep finished before this kill: nothing left to interrupt
+        killed += 1
+        now, bad = snapshot(results)
+        half += bad
+        lost |= {r for r in done if r not in now}
+        duplicated |= {r for r in done if r in now and now[r] != done[r]}
+        done = now
+    proc = launch(recipe, results, jobs)
+    _, stderr = proc.communicate()
+    final, bad = snapshot(results)
+    half += bad
+    duplicated |= {r for r in done if r in final and final[r] != done[r]}
+    lost |= {s.run_id for s in specs} - set(final)
+    equal = comparable(reference.runs_csv).equals(comparable(results / NAME / store.INDEX))
+    return {"kills": killed, "runs": len({s.run_id for s in specs}), "runs_lost": len(lost),
+            "runs_duplicated": len(duplicated), "half_written_read_as_finished": half,
+            "runs_csv_equal": equal, "final_exit_code": proc.returncode,
+            "stderr": stderr.decode(errors="replace")[-2000:], "workdir": str(work)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-root", type=Path, default=Path("~/.cache/widecli").expanduser())
+    args = ap.parse_args()
+    fig = chaos(args.kills, args.jobs, args.seed, args.data_root)
+    for k in ("kills", "runs", "runs_lost", "runs_duplicated", "half_written_read_as_finished",
+              "runs_csv_equal", "final_exit_code", "workdir"):
+        print(f"{k}: {fig[k]}")
+    ok = (fig["runs_lost"] == fig["runs_duplicated"] == fig["half_written_read_as_finished"] == 0
+          and fig["runs_csv_equal"] and fig["final_exit_code"] == 0)
+    if not ok:
+        print(fig["stderr"], file=sys.stderr)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
