@@ -189,19 +189,19 @@ def _hash(items: list[Arm]) -> str:
 def display(c: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two comparison tables for people (accuracy in %)."""
     f = c.factors.copy()
-    f["cell"] = [report._pm(m, s) for m, s in zip(f["mean"], f["std"])]
+    f["cell"] = [report.pm(m, s) for m, s in zip(f["mean"], f["std"])]
     wide = f.pivot_table(index=["arm", "method"], columns="factor", values="cell", aggfunc="first", sort=False)
     wide.columns = [f"f={x:g}" for x in wide.columns]
     wide = wide.fillna("-").reset_index()
     s = c.summary
     d = s[["arm", "widened", "rule", "method"]].copy()
-    d["baseline"] = [report._pm(m, x) for m, x in zip(s["baseline"], s["baseline_std"])]
-    d["best wide (f, connectivity)"] = ["-" if pd.isna(m) else f"{report._pm(m, x)} (f={f_:g}, {c_:.3g})"
+    d["baseline"] = [report.pm(m, x) for m, x in zip(s["baseline"], s["baseline_std"])]
+    d["best wide (f, connectivity)"] = ["-" if pd.isna(m) else f"{report.pm(m, x)} (f={f_:g}, {c_:.3g})"
                                         for m, x, f_, c_ in zip(s["best"], s["best_std"], s["best_factor"],
                                                                 s["connectivity"])]
-    d["dense wide"] = ["-" if pd.isna(m) else f"{report._pm(m, np.nan)} (f={f_:g})"
+    d["dense wide"] = ["-" if pd.isna(m) else f"{report.pm(m, np.nan)} (f={f_:g})"
                        for m, f_ in zip(s["dense"], s["dense_factor"])]
-    d["fraction"] = [report._pm(m, x, 1.0) for m, x in zip(s["fraction"], s["fraction_std"])]
+    d["fraction"] = [report.pm(m, x, 1.0) for m, x in zip(s["fraction"], s["fraction_std"])]
     d["Δ best vs reference"] = ["-" if pd.isna(v) else f"{100 * v:+.2f}" for v in s["delta"]]
     d["beyond seed spread"] = s["beyond_spread"]
     d["note"] = s["note"].replace("", "-")
@@ -225,27 +225,27 @@ def _write(factors: pd.DataFrame, summary: pd.DataFrame, out: Path, stem: str, n
 
 def plot(items: list[Arm], frames: dict[str, pd.DataFrame], path: Path) -> Path:
     """Test accuracy vs factor for every arm's wide method (solid) and dense wide runs (dashed)."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from widecli import plots
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     drawn_dense = set()
     for arm in items:
         rows = frames[arm.name]
-        c = report._curve(rows, arm.method, "test_accuracy")
+        c = plots.curve(rows, arm.method, "test_accuracy")
         line = ax.errorbar(c["factor"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3,
                            label=f"{arm.name}: {arm.method}")
         dense_ids = frozenset(rows.loc[(rows["method"] == "dense") & (rows["factor"] > 1), "run_id"])
         if arm.method != "dense" and dense_ids and dense_ids not in drawn_dense:
             drawn_dense.add(dense_ids)
-            d = report._curve(rows, "dense", "test_accuracy")
+            d = plots.curve(rows, "dense", "test_accuracy")
             ax.errorbar(d["factor"], 100 * d["mean"], yerr=100 * d["std"].fillna(0), ls="--", marker="s",
                         capsize=3, color=line[0].get_color(), alpha=0.6, label=f"{arm.name}: dense")
     factors = sorted({f for a in items for f in a.recipe.widen.factors})
     ax.set(xscale="log", xlabel="widening factor f", ylabel="test accuracy (%)",
            title=f"{items[0].recipe.name}: ablation arms")
-    report._plain_log_ticks(ax, factors)
+    plots.plain_log_ticks(ax, factors)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -177,13 +177,13 @@ def _dedup_names(items: list[Study]) -> None:
 # --------------------------------------------------------------------------- Table 1
 
 
-def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+def ok_runs(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"]
 
 
 def _seeds(rows: pd.DataFrame) -> pd.Series:
     """Test accuracy per seed of one cell (a seed with several runs is averaged)."""
-    return _ok(rows).groupby("seed")["test_accuracy"].mean()
+    return ok_runs(rows).groupby("seed")["test_accuracy"].mean()
 
 
 def _stats(per_seed: pd.Series) -> tuple[float, float, int]:
@@ -193,7 +193,7 @@ def _stats(per_seed: pd.Series) -> tuple[float, float, int]:
 
 def best_wide(rows: pd.DataFrame, method: str) -> dict | None:
     """The factor > 1 of `method` with the highest mean test accuracy over seeds (ties: smaller f)."""
-    cells = _ok(rows[(rows["method"] == method) & (rows["factor"] > 1)])
+    cells = ok_runs(rows[(rows["method"] == method) & (rows["factor"] > 1)])
     if cells.empty:
         return None
     means = cells.groupby("factor")["test_accuracy"].mean()
@@ -236,7 +236,7 @@ def study_row(study: Study, method: str = "sparse") -> dict:
                     "sparse_factor": best["factor"], "sparse_connectivity": best["connectivity"]})
     elif study.sparse or method != "sparse":
         notes.append(f"no {method} runs at f>1")
-    dense = _ok(rows[(rows["method"] == "dense") & (rows["factor"] > 1)])
+    dense = ok_runs(rows[(rows["method"] == "dense") & (rows["factor"] > 1)])
     if dense.empty:
         notes.append("no dense-wide runs")
     else:
@@ -298,7 +298,7 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["recipe", "method", "factor", "widen_layers"] + [c for c in varying if c != "sparsity.rule"]
     if "sparsity.rule" in df:
         keys.insert(4, "sparsity.rule")
-    ok = _ok(df)
+    ok = ok_runs(df)
     g = df.groupby(keys, dropna=False, sort=True)
     t = g.agg(runs=("run_id", "size")).join(ok.groupby(keys, dropna=False).agg(
         connectivity=("connectivity", "mean"), nonzeros=("nonzeros", "mean"),
@@ -320,7 +320,7 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- formatting
 
 
-def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
     if mean is None or pd.isna(mean):
         return "-"
     s = f"{scale * mean:.{digits}f}"
@@ -332,16 +332,16 @@ def display_table1(t: pd.DataFrame) -> pd.DataFrame:
     labels = [c for c in t.columns if c in ("recipe", "dataset", "model", "widened", "rule")
               or "." in c]
     d = t[labels].copy()
-    d["baseline"] = [_pm(m, s) for m, s in zip(t["baseline"], t["baseline_std"])]
+    d["baseline"] = [pm(m, s) for m, s in zip(t["baseline"], t["baseline_std"])]
     d["best sparse wide (f, connectivity)"] = [
-        "-" if pd.isna(m) else f"{_pm(m, s)} (f={f:g}, {c:.3g})"
+        "-" if pd.isna(m) else f"{pm(m, s)} (f={f:g}, {c:.3g})"
         for m, s, f, c in zip(t["sparse"], t.get("sparse_std"), t["sparse_factor"], t["sparse_connectivity"])]
-    d["dense wide"] = ["-" if pd.isna(m) else f"{_pm(m, s)} (f={f:g}{', widest' if at == 'widest' else ''})"
+    d["dense wide"] = ["-" if pd.isna(m) else f"{pm(m, s)} (f={f:g}{', widest' if at == 'widest' else ''})"
                        for m, s, f, at in zip(t["dense"], t.get("dense_std"), t["dense_factor"], t["dense_at"])]
-    d["fraction"] = [_pm(m, s, 1.0) for m, s in zip(t["fraction"], t["fraction_std"])]
+    d["fraction"] = [pm(m, s, 1.0) for m, s in zip(t["fraction"], t["fraction_std"])]
     for m in BOTTLENECKS:
         if m in t:
-            d[m.replace("_", " ")] = ["-" if pd.isna(v) else f"{_pm(v, s)} (f={f:g})"
+            d[m.replace("_", " ")] = ["-" if pd.isna(v) else f"{pm(v, s)} (f={f:g})"
                                       for v, s, f in zip(t[m], t[f"{m}_std"], t[f"{m}_factor"])]
     d["note"] = t["note"].replace("", "-")
     return d
@@ -353,8 +353,8 @@ def display_runs(t: pd.DataFrame) -> pd.DataFrame:
     d["factor"] = d["factor"].map(lambda f: f"{f:g}")
     d["connectivity"] = t["connectivity"].map(lambda c: "-" if pd.isna(c) else f"{c:.4f}")
     d["nonzeros"] = t["nonzeros"].map(lambda n: "-" if pd.isna(n) else f"{int(n):,}")
-    d["test acc %"] = [_pm(m, s) for m, s in zip(t["test"], t["test_std"])]
-    d["train acc %"] = [_pm(m, s) for m, s in zip(t["train"], t["train_std"])]
+    d["test acc %"] = [pm(m, s) for m, s in zip(t["test"], t["test_std"])]
+    d["train acc %"] = [pm(m, s) for m, s in zip(t["train"], t["train_std"])]
     d["seeds"] = [f"{n}" if ok else f"{n}*" for n, ok in zip(t["seeds"], t["complete"])]
     return d.rename(columns={"widen_layers": "widened", "sparsity.rule": "rule"})
 
@@ -375,7 +375,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 
 def text_chart(study: Study, width: int = 60) -> str:
     """Accuracy vs factor as text bars per method (scaled between the lowest and highest mean)."""
-    ok = _ok(study.rows)
+    ok = ok_runs(study.rows)
     if ok.empty:
         return ""
     means = ok.groupby(["method", "factor"])["test_accuracy"].mean()
@@ -395,93 +395,6 @@ def text_chart(study: Study, width: int = 60) -> str:
         mark = "" if f == 1 or pd.isna(base) else (" ▲" if m > base else " ▼")
         lines.append(f"{tag:>20} f={f:<5g} {'█' * n:<{bar_w}} {100 * m:5.1f}%{mark}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _curve(rows: pd.DataFrame, method: str, metric: str, x: str = "factor") -> pd.DataFrame:
-    """Mean and std over seeds per x; every method's curve starts at the shared f=1 baseline."""
-    ok = _ok(rows)
-    pts = ok[(ok["method"] == method) & (ok["factor"] > 1)]
-    if x == "factor":
-        pts = pd.concat([ok[ok["factor"] == 1], pts])
-    return pts.groupby(x)[metric].agg(["mean", "std"]).reset_index().sort_values(x)
-
-
-def plot_study(study: Study, path: Path) -> Path:
-    """Test and train accuracy vs widening factor per method, test accuracy vs connectivity."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    methods = [m for m in ("sparse", "dense", *BOTTLENECKS) if (study.rows["method"] == m).any()]
-    for metric, ax in zip(("test_accuracy", "train_accuracy"), axes):
-        for m in methods:
-            c = _curve(study.rows, m, metric)
-            ax.errorbar(c["factor"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
-        ax.set(xscale="log", xlabel="widening factor f", ylabel=f"{metric.split('_')[0]} accuracy (%)",
-               title=metric.replace("_", " "))
-        _plain_log_ticks(ax, sorted(study.rows["factor"].unique()))
-        ax.legend()
-    ax = axes[2]
-    for m in methods:
-        c = _curve(study.rows[study.rows["factor"] > 1], m, "test_accuracy", x="connectivity")
-        ax.errorbar(c["connectivity"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
-    base = _ok(study.rows[study.rows["factor"] == 1])["test_accuracy"]
-    if not base.empty:
-        ax.axhline(100 * base.mean(), color="grey", ls="--", label="baseline (f=1)")
-    ax.set(xscale="log", xlabel="connectivity", ylabel="test accuracy (%)", title="test accuracy vs connectivity")
-    _plain_log_ticks(ax)
-    ax.legend()
-    fig.suptitle(" · ".join(f"{v}" for v in study.labels.values() if v != "-"))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _plain_log_ticks(ax, ticks: list[float] | None = None) -> None:
-    """Log axes labelled 1, 2, 4 (or 0.25, 0.5) instead of 2x10^0."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    if ticks:
-        ax.set_xticks(ticks)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:
-    """Mean test accuracy over a 2-D sweep of custom connectivities (sweep axes on two layers)."""
-    axes = [c for c in df.columns if c.startswith("axis:sparsity.connectivity.")
-            and df.loc[df["method"] == "sparse", c].nunique() > 1]
-    if len(axes) != 2:
-        return []
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sparse = _ok(df[(df["method"] == "sparse") & (df["factor"] > 1)])
-    written = []
-    for (recipe, factor), cell in sparse.groupby(["recipe", "factor"]):
-        grid = cell.pivot_table(index=axes[1], columns=axes[0], values="test_accuracy", aggfunc="mean")
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
-        im = ax.imshow(100 * grid.values, origin="lower", cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(grid.columns)), [f"{v:g}" for v in grid.columns])
-        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
-        ax.set(xlabel=axes[0].split(".")[-1] + " connectivity", ylabel=axes[1].split(".")[-1] + " connectivity",
-               title=f"{recipe}: test accuracy (%) at f={factor:g}")
-        for (i, j), v in np.ndenumerate(100 * grid.values):
-            ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
-        fig.colorbar(im)
-        fig.tight_layout()
-        path = out / f"{recipe}-connectivity-f{factor:g}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
 
 
 # --------------------------------------------------------------------------- the whole report
@@ -513,8 +426,10 @@ def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot:
     out = Path(out or results)
     files = write_tables(tables, shown, out, fmt)
     if plot:
-        files += [plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
-        files += heatmaps(df, out / "plots")
+        from widecli import plots
+
+        files += [plots.plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
+        files += plots.heatmaps(df, out / "plots")
     return Report(tables, shown, items, files)
 
 
