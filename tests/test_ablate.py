@@ -46,6 +46,11 @@ def test_arms_cross_product_reference_and_dedup(two_layer, make_recipe):
     one_layer = make_recipe({}, name="one")  # one hidden layer: widening all = widening first
     arms, notes = ablate.arms(one_layer, ["all"])
     assert len(arms) == 1 and "widens fc1" in notes[0]
+    # ... so an `all` arm with another rule reuses the reference's dense runs (same run ids)
+    arms, notes = ablate.arms(one_layer, ["all"], ["erk"])
+    assert arms[1].recipe.widen.layers == "first" and "same layers" in notes[0]
+    dense = lambda a: {s.run_id for s in a.specs if s.method == "dense"}  # noqa: E731
+    assert dense(arms[0]) == dense(arms[1])
 
 
 def test_bad_values_exit_2_with_one_line(two_layer):

@@ -86,15 +86,24 @@ def arms(path: str | Path, widen_layers: list[str] = (), rules: list[str] = (), 
     if not candidates:
         raise RecipeError("--no-reference needs at least one --widen-layers, --rule or --method")
     out: dict[tuple, Arm] = {}
-    notes = []
+    notes: list[str] = []
+    base_layers = widen.selected_layers(base.model, base.widen.layers)
     for name, arm_raw, method in candidates:
         r = recipe_mod.validate(arm_raw, f"{path} (arm {name})")
+        renamed = r.widen.layers != base.widen.layers and widen.selected_layers(r.model, r.widen.layers) == base_layers
+        if renamed:
+            # Same layers under another name (`all` of a one-hidden-layer MLP is `first`): use the
+            # recipe's spelling so the run ids, hence the runs, are shared with the reference.
+            r = r.model_copy(update={"widen": r.widen.model_copy(update={"layers": base.widen.layers})})
         key = _identity(r, method)
         if key in out:
             out[key].same_as.append(name)
             notes.append(f"arm {name!r} trains the same runs as {out[key].name!r} "
                          f"(widens {', '.join(key[0])}); dropped")
             continue
+        if renamed:
+            notes.append(f"arm {name!r} widens {', '.join(base_layers)}, the same layers as the recipe's "
+                         f"{_show(base.widen.layers)!r}: its runs use that setting")
         out[key] = Arm(name, r, method, recipe_mod.expand(r))
     return list(out.values()), notes
 
