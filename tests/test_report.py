@@ -75,6 +75,8 @@ def test_table1_matches_hand_computation(synthetic):
     assert erk["fraction"] == pytest.approx((0.84 - 0.81) / (0.86 - 0.81))
     assert erk["fraction_std"] == pytest.approx(statistics.stdev([0.04 / 0.05, 0.02 / 0.04, 0.03 / 0.06]))
     assert erk["missing"] == 1 and "1 run(s) missing" in erk["note"]
+    # a single recipe's folder works too
+    assert len(report.load_frame(results / "syn")) == len(report.load_frame(results))
 
 
 def test_missing_pieces_give_notes(tmp_path, make_recipe):

@@ -47,6 +47,8 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     root = Path(results)
     if not root.is_dir():
         raise StoreError(f"{root}: no such results directory")
+    if not recipes and any(root.glob(f"*/{store.RESULT}")):  # given results/<recipe>/ itself
+        root, recipes = root.parent, [root.name]
     found = {}
     for name in recipes or [None]:
         found.update(store.finished_runs(root, name))
