@@ -222,11 +222,19 @@ class RunSpec(_Strict):
     axes: dict[str, Any] = {}
 
     def identity(self) -> dict[str, Any]:
-        """The semantic content of the run: what the run id hashes."""
+        """The semantic content of the run: what the run id hashes.
+
+        Keys at their schema default are left out (as open_lth does), so adding a new recipe key
+        whose default keeps the old behaviour does not change the id of any stored run.
+        """
         d = self.model_dump(mode="json", exclude={"recipe", "axes"})
-        for section, keys in EXECUTION_KEYS.items():
-            for k in keys:
-                d[section].pop(k, None)
+        for section in ("data", "model", "sparsity", "train"):
+            fields = type(getattr(self, section)).model_fields
+            for k in list(d[section]):
+                f = fields[k]
+                if k in EXECUTION_KEYS.get(section, ()) or (
+                        not f.is_required() and d[section][k] == _json(f.get_default(call_default_factory=True))):
+                    del d[section][k]
         return d
 
     @property
@@ -239,6 +247,10 @@ class RunSpec(_Strict):
         d = self.identity()
         d.pop("seed")
         return json.dumps(d, sort_keys=True)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 # --------------------------------------------------------------------------- loading
