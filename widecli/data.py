@@ -166,7 +166,7 @@ def _svhn(cfg) -> Arrays:
             mat = scipy.io.loadmat(str(path))
             x = np.transpose(mat["X"], (3, 2, 0, 1))      # -> [N, C, H, W], as torchvision
             y = mat["y"].astype(np.int64).reshape(-1)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, scipy.io.matlab.MatReadError) as e:
             raise DataError(f"{path}: not a readable SVHN .mat file ({type(e).__name__}: {e})") from None
         y[y == 10] = 0
         return x.astype(np.float32) / 255.0, y
