@@ -133,7 +133,7 @@ def is_finished(d: Path) -> bool:
         return False
 
 
-def finished_runs(results: str | Path, recipe: str | None = None) -> dict[str, dict]:
+def finished_runs(results: str | Path, recipe: str | None = None, verify_files: bool = True) -> dict[str, dict]:
     """run_id -> result of every finished run under results/ (one recipe, or all)."""
     root = Path(results)
     dirs = [root / recipe] if recipe else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
@@ -144,7 +144,7 @@ def finished_runs(results: str | Path, recipe: str | None = None) -> dict[str, d
         for d in rd.iterdir():
             if d.is_dir() and (d / RESULT).exists():
                 try:
-                    out[d.name] = read_result(d)
+                    out[d.name] = read_result(d, verify_files)
                 except StoreError:
                     continue
     return out
@@ -173,9 +173,13 @@ def _scalar(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
-def rebuild_index(results: str | Path, recipe: str) -> Path:
-    """Rewrite results/<recipe>/runs.csv from the result files (atomic)."""
-    rows = [flatten(r) for r in finished_runs(results, recipe).values()]
+def rebuild_index(results: str | Path, recipe: str, verify_files: bool = True) -> Path:
+    """Rewrite results/<recipe>/runs.csv from the result files (atomic).
+
+    verify_files=False checks only each result.json's own checksum: a sweep rebuilding after every
+    run need not re-hash every checkpoint each time.
+    """
+    rows = [flatten(r) for r in finished_runs(results, recipe, verify_files).values()]
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values(["method", "factor", "seed", "run_id"], kind="stable")

@@ -164,6 +164,7 @@ def dataset(spec: RunSpec, device: torch.device) -> data_mod.DeviceDataset:
     """The data set of a run, loaded once per process and device."""
     key = (spec.data.model_dump_json(), str(device))
     if key not in _datasets:
+        _datasets.clear()  # keep one: a process sweeping several data sets must not hoard them on the GPU
         _datasets[key] = data_mod.load(spec.data, device)
     return _datasets[key]
 
@@ -332,25 +333,24 @@ def _ray_train(spec_dicts: list[dict], device: str, threads: int) -> list[dict]:
     return out
 
 
-def _ray_init(address: str | None, num_cpus: float | None):
+def _ray_init(address: str | None):
+    """The ray module, connected; and whether we started it (then we shut it down)."""
     try:
         import ray
     except ImportError:
         raise SweepError("--executor ray: ray is not installed; pip install 'widecli[ray]'") from None
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=int(num_cpus) if num_cpus else None, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SweepError(f"--address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
-    return ray
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise SweepError(f"--address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
+    return ray, True
 
 
 def execute_ray(groups: list[list[RunSpec]], ctx: "Context") -> Iterator[tuple[list[RunSpec], Report]]:
     """Each group a Ray task; the driver holds the locks and writes the returned results."""
-    ray = _ray_init(ctx.address, None)
+    ray, started = _ray_init(ctx.address)
     num_gpus = ctx.num_gpus
     if num_gpus is None:
         num_gpus = 1 if ctx.requested_device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -386,6 +386,8 @@ def execute_ray(groups: list[list[RunSpec]], ctx: "Context") -> Iterator[tuple[l
             ray.cancel(ref, force=True)
         for lock in held:
             lock.release()
+        if started:
+            ray.shutdown()
 
 
 def _write_returned(payloads: list[dict], ctx: "Context", report: Report) -> None:
@@ -443,7 +445,7 @@ def run(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor: s
             busy += report.busy
             if report.trained:
                 for r in {s.recipe for s in group}:
-                    store.rebuild_index(results, r)
+                    store.rebuild_index(results, r, verify_files=False)
         if busy:
             # Another sweep is training these: wait for it, then take over whatever it did not finish.
             emit(Event("wait", [_label(s) for s in busy]))
