@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+STACKABLE = True  # weights carry a leading stack dimension: K seeds train as one model
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
 
 

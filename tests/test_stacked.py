@@ -1,0 +1,63 @@
+"""Stacked seeds: K runs trained as one model equal the same runs trained alone; when to stack."""
+
+from __future__ import annotations
+
+import torch
+
+from widecli import data as data_mod
+from widecli import recipe as recipe_mod
+from widecli.train import should_stack, train
+
+CPU = torch.device("cpu")
+
+
+def specs_for(make_recipe, seeds, factor=2, method="sparse", **train_cfg):
+    r = recipe_mod.load(make_recipe({"data": {"subset": 384}, "seeds": seeds,
+                                     "train": {"epochs": 2, "backend": "dense", **train_cfg}}))
+    return [recipe_mod.make_spec(r, factor, method, s) for s in seeds]
+
+
+def test_stacked_equals_solo(make_recipe):
+    specs = specs_for(make_recipe, [0, 1, 2], optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+    ds = data_mod.load(specs[0].data, CPU)
+    stacked = train(specs, ds, CPU)
+    for spec, st in zip(specs, stacked):
+        [solo] = train([spec], ds, CPU)
+        assert st.final["stacked_with"] == 3 and solo.final["stacked_with"] == 1
+        for key in solo.state:
+            torch.testing.assert_close(st.state[key], solo.state[key], rtol=1e-4, atol=1e-5)
+        for a, b in zip(st.metrics, solo.metrics):
+            for m in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+                assert abs(a[m] - b[m]) < 1e-4, (m, a[m], b[m])
+        assert all(torch.equal(st.masks[n], solo.masks[n]) for n in solo.masks)
+    # Each seed kept its own init, masks and data order: the runs differ from each other.
+    assert not torch.equal(stacked[0].state["fc1.weight"], stacked[1].state["fc1.weight"])
+    assert not torch.equal(stacked[0].masks["fc1"], stacked[1].masks["fc1"])
+
+
+def test_should_stack(make_recipe):
+    specs = specs_for(make_recipe, [0, 1, 2])
+    assert should_stack(specs, CPU)
+    assert not should_stack(specs[:1], CPU)                       # nothing to stack
+    off = specs_for(make_recipe, [0, 1], stack="off")
+    assert not should_stack(off, CPU)
+    other_factor = specs_for(make_recipe, [1], factor=4)
+    assert not should_stack(specs[:1] + other_factor, CPU)         # different shapes
+    sparse = specs_for(make_recipe, [0, 1], backend="sparse")
+    assert not should_stack(sparse, CPU)                          # CSR weights hold one run
+    # auto on CPU: a large layer at low connectivity goes sparse, so its seeds train one by one.
+    low = specs_for(make_recipe, [0, 1], factor=32, backend="auto", **{})
+    wide = [s.model_copy(update={"model": s.model.model_copy(update={"hidden": [64]})}) for s in low]
+    assert not should_stack(wide, CPU, (40,), 10)
+    assert should_stack(wide, torch.device("cuda"), (40,), 10)
+
+
+def test_convnets_do_not_stack(make_recipe):
+    from widecli import models
+
+    convs = [a for a, m in models.ARCHS.items() if not getattr(m, "STACKABLE", False)]
+    if not convs:
+        return
+    r = recipe_mod.load(make_recipe({"data": {"dataset": "digits"}, "model": {"arch": convs[0]},
+                                     "seeds": [0, 1]}))
+    assert not should_stack([recipe_mod.make_spec(r, 1, "dense", s) for s in (0, 1)], CPU)

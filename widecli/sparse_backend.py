@@ -1,0 +1,132 @@
+"""Sparse compute for masked Linear layers: only the kept weights are parameters (`train.backend`).
+
+A masked dense layer at connectivity c still multiplies every weight, so a sparse-wide model costs
+about f times its baseline. Here a masked layer becomes a CSR matrix whose values are the only
+trainable leaf: the forward is a CSR x dense SpMM, the weight gradient a sampled dense-dense
+product (SDDMM) at the kept positions only, and the input gradient an SpMM with the transposed
+pattern. The kept values and their updates are those of the dense masked path (same init, same
+elementwise optimizer), so results agree within float tolerance; after training the layer is
+turned back into the dense [1, out, in] layout that `store.load_model` reads.
+
+Measured on CPU (benchmarks/sparse.py): it pays only at low connectivity, so `auto` picks it there.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from widecli.models.mlp import StackedLinear
+
+# `auto` makes a masked layer sparse only on CPU, below this connectivity and above this size: the
+# crossover measured by benchmarks/sparse.py (CSR kernels run far below dense GEMM FLOP rates).
+AUTO_MAX_CONNECTIVITY = 0.2
+AUTO_MIN_WEIGHTS = 1 << 16
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1) -> list[str]:
+    """Names of the masked layers that train as CSR weights under `backend` (dense|sparse|auto)."""
+    if backend == "dense" or stack > 1:
+        return []  # CSR leaves hold one run; stacked seeds stay dense
+    names = [n for n in plan.masked if len(plan.shapes[n]) == 2]
+    if backend == "sparse":
+        return names
+    if device.type != "cpu":
+        return []  # not measured on GPUs: cuSPARSE vs dense tensor cores is a different trade
+    return [n for n in names if plan.counts[n] / (plan.shapes[n][0] * plan.shapes[n][1])
+            <= AUTO_MAX_CONNECTIVITY and plan.shapes[n][0] * plan.shapes[n][1] >= AUTO_MIN_WEIGHTS]
+
+
+class _CSRMatmul(torch.autograd.Function):
+    """y = x @ W.T for a CSR weight W [out, in] given by (pattern, values)."""
+
+    @staticmethod
+    def forward(ctx, x, values, layer):
+        ctx.save_for_backward(x, values)
+        ctx.layer = layer
+        return torch.sparse.mm(layer.csr(values), x.t().contiguous()).t()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, values = ctx.saved_tensors
+        layer = ctx.layer
+        grad_x = grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.sparse.mm(layer.csr_t(values), grad_out.t().contiguous()).t()
+        if ctx.needs_input_grad[1]:
+            pattern = layer.csr(torch.zeros_like(values))
+            grad_values = torch.sparse.sampled_addmm(pattern, grad_out.t().contiguous(), x,
+                                                     beta=0.0).values()
+        return grad_x, grad_values, None
+
+
+class SparseLinear(nn.Module):
+    """A masked StackedLinear (stack 1) whose kept weights are a CSR values vector."""
+
+    def __init__(self, dense: StackedLinear, mask: torch.Tensor):
+        super().__init__()
+        self.in_features, self.out_features = dense.in_features, dense.out_features
+        self.scale, self.ntk = dense.scale, dense.ntk
+        keep = mask.reshape(dense.out_features, dense.in_features).bool()
+        rows, cols = keep.nonzero(as_tuple=True)                 # row-major order = CSR order
+        counts = torch.bincount(rows, minlength=self.out_features)
+        self.register_buffer("crow", torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+        self.register_buffer("col", cols)
+        # The transposed pattern (CSR of W.T) and where each of its entries sits in `values`.
+        order = torch.argsort(cols * self.out_features + rows)
+        counts_t = torch.bincount(cols, minlength=self.in_features)
+        self.register_buffer("crow_t", torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)]))
+        self.register_buffer("col_t", rows[order])
+        self.register_buffer("order_t", order)
+        self.values = nn.Parameter(dense.weight.detach()[0][rows, cols].clone())
+        self.bias = nn.Parameter(dense.bias.detach()[0].clone()) if dense.bias is not None else None
+
+    def csr(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values, (self.out_features, self.in_features),
+                                       check_invariants=False)
+
+    def csr_t(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.order_t],
+                                       (self.in_features, self.out_features), check_invariants=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        out = _CSRMatmul.apply(x.reshape(-1, self.in_features), self.values, self)
+        if self.scale != 1.0:
+            out = out * self.scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*lead, self.out_features)
+
+    def to_dense(self) -> StackedLinear:
+        """The equivalent StackedLinear (stack 1), masked weights zero."""
+        dense = StackedLinear(self.in_features, self.out_features, 1, self.bias is not None, self.ntk)
+        dense = dense.to(self.values.device)
+        with torch.no_grad():
+            dense.weight.zero_()
+            dense.weight[0].view(-1)[self._flat_index()] = self.values.detach()
+            if self.bias is not None:
+                dense.bias[0].copy_(self.bias.detach())
+        return dense
+
+    def _flat_index(self) -> torch.Tensor:
+        rows = torch.repeat_interleave(torch.arange(self.out_features, device=self.crow.device),
+                                       self.crow.diff())
+        return rows * self.in_features + self.col
+
+
+def sparsify(model: nn.Module, masks: dict[str, torch.Tensor], names: list[str]) -> None:
+    """Replace the named (masked, top-level) StackedLinear layers by SparseLinear, in place."""
+    for name in names:
+        setattr(model, name, SparseLinear(getattr(model, name), masks[name]))
+
+
+def densify(model: nn.Module) -> None:
+    """Turn every SparseLinear back into a dense StackedLinear (the stored layout), in place."""
+    for name, m in list(model.named_children()):
+        if isinstance(m, SparseLinear):
+            setattr(model, name, m.to_dense())
