@@ -104,3 +104,28 @@ def test_augment_crops_and_flips_whole_batches():
     row = unflipped[0, 0, 16]
     nz = row[row != 0]
     assert bool((nz[1:] > nz[:-1]).all())
+
+
+def test_resnet18_trains_on_cifar_files_end_to_end(tmp_path):
+    """Tiny CIFAR files -> augmented training of a sparse ResNet-18 -> stored -> reloaded."""
+    from widecli import store
+    from widecli.runner import run
+
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    write_cifar(tmp_path / "data", "cifar-10-batches-py", files, "labels", n=4)
+    r = recipe.validate({"name": "r18", "data": {"dataset": "cifar10", "root": str(tmp_path / "data"),
+                                                  "download": False},
+                         "model": {"arch": "resnet18", "width": 2},
+                         "widen": {"factors": [2], "methods": ["sparse"], "layers": "all"},
+                         "sparsity": {"rule": "erk"},
+                         "train": {"epochs": 1, "batch_size": 8, "augment": True}}, "t")
+    spec = recipe.make_spec(r, 2.0, "sparse", 0)
+    [(outcome, path)] = run([spec], tmp_path / "results", torch.device("cpu"))
+    assert outcome.status == "ok"
+    w = store.read_result(path)["weights"]
+    assert w["nonzeros"] == w["budget"] and w["budget_gap"] == 0 and w["other_params"] > 0
+    model = store.load_model(path)
+    conv = model.layer3[1].conv2.weight
+    assert int((conv != 0).sum()) == w["layers"]["layer3.1.conv2"]["nonzeros"]
+    x = data.load(r.data).x_test
+    assert model(x).shape == (4, 10)
