@@ -269,10 +269,11 @@ def execute_pool(groups: list[list[RunSpec]], ctx: "Context") -> Iterator[tuple[
 
     mpc = mp.get_context("spawn")
     devices, events = mpc.Queue(), mpc.Queue()
-    for d in worker_devices(ctx.device, ctx.requested_device, ctx.jobs):
+    workers = min(ctx.jobs, len(groups))
+    for d in worker_devices(ctx.device, ctx.requested_device, workers):
         devices.put(d)
     threads = max(1, (os.cpu_count() or 1) // ctx.jobs)
-    pool = ProcessPoolExecutor(ctx.jobs, mp_context=mpc, initializer=_init_worker,
+    pool = ProcessPoolExecutor(workers, mp_context=mpc, initializer=_init_worker,
                                initargs=(threads, devices, events, os.getpid()))
     futures = {pool.submit(_worker_task, g, str(ctx.results), ctx.force, ctx.retry_failed): g for g in groups}
     try:
