@@ -93,3 +93,18 @@ def header(title: str) -> None:
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f} on "
           f"{os.cpu_count()} cores, "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+
+
+def best_epoch(metrics: list[dict]) -> float:
+    """Fastest epoch, the first (warm-up) excluded: on a shared machine the minimum is the most
+    repeatable estimate of what the code costs; noise from other users only adds time."""
+    times = [r["seconds"] for r in metrics]
+    return min(times[1:] or times)
+
+
+def train_time(specs, data, device="cpu") -> tuple[float, list]:
+    """(best epoch seconds, outcomes) of widecli's trainer on these specs (stacked if several)."""
+    from widecli.train import train
+
+    outcomes = train(specs, data, torch.device(device))
+    return best_epoch(outcomes[0].metrics), outcomes

@@ -61,3 +61,26 @@ def test_convnets_do_not_stack(make_recipe):
     r = recipe_mod.load(make_recipe({"data": {"dataset": "digits"}, "model": {"arch": convs[0]},
                                      "seeds": [0, 1]}))
     assert not should_stack([recipe_mod.make_spec(r, 1, "dense", s) for s in (0, 1)], CPU)
+
+
+def test_stacked_linear_backward_matches_autograd():
+    from widecli.models.mlp import StackedLinear
+
+    for ntk, bias in ((False, True), (True, False)):
+        layer = StackedLinear(7, 5, 3, bias=bias, ntk=ntk)
+        layer.reset_parameters([torch.Generator().manual_seed(i) for i in range(3)])
+        x = torch.randn(3, 4, 7, requires_grad=True)
+        g = torch.randn(3, 4, 5)
+        layer(x).backward(g)
+        mine = [x.grad.clone(), layer.weight.grad.clone()] + ([layer.bias.grad.clone()] if bias else [])
+        x.grad, layer.weight.grad = None, None
+        if bias:
+            layer.bias.grad = None
+        wt = layer.weight.transpose(1, 2)
+        ref = (torch.baddbmm(layer.bias.unsqueeze(1), x, wt, alpha=layer.scale) if bias
+               else torch.bmm(x, wt) * layer.scale)
+        ref.backward(g)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), ref)   # the no-grad path computes the same
+        for a, b in zip(mine, [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])):
+            torch.testing.assert_close(a, b)

@@ -1,0 +1,53 @@
+"""K seeds trained as one stacked model (batched matmuls) vs the same K runs one by one.
+
+Both sides use widecli's trainer; the stacked runs equal the solo runs within float tolerance
+(tests/test_stacked.py), so the accuracies printed must match. Convnets are not stacked: a
+torch.func.vmap / grouped-conv variant was not measured (see the README's performance section).
+
+    python benchmarks/stacked.py [--k 8] [--hidden 64 256 1024] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from common import header, interleaved, mnist_shaped, parse, spec, train_time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = parse(ap)
+    data = mnist_shaped()
+    header(f"K = {args.k} seeds stacked vs one by one: 784-h-10 MLP, batch 128, SGD, "
+           f"{len(data.y_train)} train examples, {args.epochs} epochs")
+    print("# time for all K runs per epoch: fastest epoch after the first, median over interleaved repeats")
+    print(f"{'h':>5} {'one by one s':>12} {'stacked s':>10} {'speed-up':>8} {'mean acc solo':>13} "
+          f"{'mean acc stacked':>16}")
+    for h in args.hidden:
+        specs = [spec(hidden=h, epochs=args.epochs, seed=s) for s in range(args.k)]
+        accs: dict[str, list[float]] = {"solo": [], "stacked": []}
+
+        def solo():
+            total = 0.0
+            for s in specs:
+                t, [o] = train_time([s], data)
+                total += t
+                accs["solo"].append(o.final["test_accuracy"])
+            return total
+
+        def stacked():
+            t, outs = train_time(specs, data)
+            accs["stacked"] += [o.final["test_accuracy"] for o in outs]
+            return t
+        med = interleaved({"solo": solo, "stacked": stacked}, args.repeats)
+        print(f"{h:>5} {med['solo']:>12.4f} {med['stacked']:>10.4f} {med['solo'] / med['stacked']:>7.2f}x "
+              f"{statistics.mean(accs['solo']):>13.4f} {statistics.mean(accs['stacked']):>16.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
