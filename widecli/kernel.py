@@ -234,17 +234,16 @@ def analyze(recipe: Recipe, samples: int = 256, inits: int = 128, device="cpu", 
 
 
 def attach_accuracy(df: pd.DataFrame, results: str | Path, recipe_name: str) -> pd.DataFrame:
-    """Add mean final test/train accuracy over finished seeds of each row's runs (NaN if none)."""
-    acc: dict[str, list[tuple[float, float]]] = {}
-    for r in finished_runs(results, recipe_name).values():
-        if r.get("status") != "ok":
-            continue
-        key = RunSpec.model_validate(r["spec"]).stack_key()
-        acc.setdefault(key, []).append((r["final"]["test_accuracy"], r["final"].get("train_accuracy", math.nan)))
-    df = df.copy()
-    df["runs"] = [len(acc.get(k, [])) for k in df["stack_key"]]
-    df["test_accuracy"] = [np.mean([a[0] for a in acc[k]]) if k in acc else math.nan for k in df["stack_key"]]
-    df["train_accuracy"] = [np.mean([a[1] for a in acc[k]]) if k in acc else math.nan for k in df["stack_key"]]
+    """Add the number of finished ok runs of each row and their mean final test/train accuracy."""
+    runs = pd.DataFrame([{"stack_key": RunSpec.model_validate(r["spec"]).stack_key(),
+                          "test_accuracy": r["final"]["test_accuracy"],
+                          "train_accuracy": r["final"].get("train_accuracy", math.nan)}
+                         for r in finished_runs(results, recipe_name).values() if r.get("status") == "ok"],
+                        columns=["stack_key", "test_accuracy", "train_accuracy"])
+    acc = runs.groupby("stack_key").agg(runs=("test_accuracy", "size"), test_accuracy=("test_accuracy", "mean"),
+                                        train_accuracy=("train_accuracy", "mean"))
+    df = df.join(acc, on="stack_key")
+    df["runs"] = df["runs"].fillna(0).astype(int)
     return df
 
 
