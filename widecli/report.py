@@ -255,6 +255,8 @@ def study_row(study: Study, method: str = "sparse") -> dict:
                 notes.append("dense = baseline: fraction undefined")
             elif d_mean <= b_mean:
                 notes.append("dense wide not above baseline")
+            elif best["mean"] <= b_mean:
+                notes.append("sparse wide below baseline")
     for m in BOTTLENECKS:
         b = best_wide(rows, m)
         if b:
