@@ -7,7 +7,6 @@ learnable task) upsampled from 40 to 784 features and viewed as 1x28x28 images.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from typing import Callable
 
@@ -51,15 +50,16 @@ def spec(hidden: int = 64, factor: float = 1, method: str = "dense", seed: int =
 
 
 def interleaved(variants: dict[str, Callable[[], float | None]], repeats: int = 3) -> dict[str, float]:
-    """Median seconds of each variant, run round-robin so that load from other users of the
-    machine hits every variant alike. A variant may return its own measured seconds."""
+    """Best seconds of each variant, run round-robin so that load from other users of the machine
+    hits every variant alike (noise only ever adds time, so the minimum is the most repeatable
+    estimate). A variant may return its own measured seconds."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             t0 = time.perf_counter()
             got = fn()
             times[name].append(got if got is not None else time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, dtype=torch.float32, device="cpu") -> float:

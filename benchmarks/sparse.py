@@ -26,7 +26,7 @@ def main() -> None:
     data = mnist_shaped(repeat=3)
     header(f"sparse-wide MLP, 784-{args.hidden}f-10 at the baseline's nonzeros, batch 128, SGD, "
            f"{len(data.y_train)} train examples, {args.epochs} epochs")
-    print("# epoch time = fastest epoch after the first, median over interleaved repeats; "
+    print("# epoch time = fastest epoch after the first, best of interleaved repeats; "
           "x base = epoch time / dense baseline (f = 1)")
     print(f"{'f':>4} {'width':>6} {'conn':>6} {'dense-mask s':>12} {'x base':>7} {'sparse s':>9} "
           f"{'x base':>7} {'sparse gain':>11} {'acc dense':>9} {'acc sparse':>10}")

@@ -25,7 +25,7 @@ def main() -> None:
     data = mnist_shaped()
     header(f"K = {args.k} seeds stacked vs one by one: 784-h-10 MLP, batch 128, SGD, "
            f"{len(data.y_train)} train examples, {args.epochs} epochs")
-    print("# time for all K runs per epoch: fastest epoch after the first, median over interleaved repeats")
+    print("# time for all K runs per epoch: fastest epoch after the first, best of interleaved repeats")
     print(f"{'h':>5} {'one by one s':>12} {'stacked s':>10} {'speed-up':>8} {'mean acc solo':>13} "
           f"{'mean acc stacked':>16}")
     for h in args.hidden:

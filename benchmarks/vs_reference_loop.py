@@ -108,7 +108,7 @@ def main() -> None:
     data = mnist_shaped(repeat=args.repeat_data)
     header(f"widecli trainer vs DataLoader loop: 784-h-10 MLP, batch 128, SGD, {len(data.y_train)} "
            f"train / {len(data.y_test)} test examples (MNIST-1D upsampled to 784), {args.epochs} epochs")
-    print("# epoch time (train + test pass) = fastest epoch after the first, median over interleaved repeats")
+    print("# epoch time (train + test pass) = fastest epoch after the first, best of interleaved repeats")
     print("# widecli x8: 8 seeds of the run stacked in one model, time per run (a sweep over seeds)")
     print(f"{'h':>5} {'factor':>6} {'conn':>6} {'reference s/epoch':>18} {'widecli s/epoch':>16} "
           f"{'speed-up':>8} {'widecli x8 s/run':>16} {'speed-up':>8} {'ref acc':>8} {'widecli acc':>11} "

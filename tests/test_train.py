@@ -87,3 +87,11 @@ def test_resolve_device():
         with pytest.raises(DeviceError, match="no CUDA GPU"):
             resolve_device("cuda")
         assert resolve_device("auto") == CPU
+
+
+def test_bf16_autocast_trains(make_recipe):
+    """The autocast path (CUDA's default, bf16 on request elsewhere) runs the hand-written backward."""
+    spec, ds = tiny(make_recipe, precision="bf16", epochs=3, lr=0.1)
+    [o] = train([spec], ds, CPU)
+    assert o.final["precision"] == "bf16" and o.state["fc1.weight"].dtype == torch.float32
+    assert o.metrics[-1]["train_loss"] < o.metrics[0]["train_loss"]

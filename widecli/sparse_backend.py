@@ -95,7 +95,8 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        out = _CSRMatmul.apply(x.reshape(-1, self.in_features), self.values, self)
+        # CSR kernels have no autocast rule: run them in the values' dtype (fp32).
+        out = _CSRMatmul.apply(x.reshape(-1, self.in_features).to(self.values.dtype), self.values, self)
         if self.scale != 1.0:
             out = out * self.scale
         if self.bias is not None:

@@ -90,7 +90,10 @@ def stack_groups(specs: list[RunSpec], device: torch.device) -> list[list[RunSpe
     for s in specs:
         key = s.stack_key() if stackable(s) else s.run_id
         groups.setdefault(key, []).append(s)
-    return list(groups.values())
+    from widecli.train import should_stack  # per device: e.g. CSR-backend runs train one by one
+
+    return [g for group in groups.values()
+            for g in ([group] if len(group) == 1 or should_stack(group, device) else [[s] for s in group])]
 
 
 # --------------------------------------------------------------------------- events and summary

@@ -68,6 +68,7 @@ class _StackedAffine(torch.autograd.Function):
     def forward(ctx, x, weight, bias, scale):
         ctx.save_for_backward(x, weight)
         ctx.scale, ctx.has_bias = scale, bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
         if bias is None:
             out = torch.bmm(x, weight.transpose(1, 2))
             return out * scale if scale != 1.0 else out
@@ -75,11 +76,14 @@ class _StackedAffine(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # Under autocast the forward ran in bf16/fp16 (grad's dtype); compute the backward in that
+        # dtype too and hand each gradient back in its input's dtype.
         x, weight = ctx.saved_tensors
         g = grad * ctx.scale if ctx.scale != 1.0 else grad
-        grad_x = torch.bmm(g, weight) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_x = torch.bmm(g, weight.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_w = (torch.bmm(g.transpose(1, 2), x.to(g.dtype)).to(weight.dtype)
+                  if ctx.needs_input_grad[1] else None)
+        grad_b = grad.sum(1).to(ctx.bias_dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None
 
 
