@@ -199,3 +199,14 @@ def test_connectivity_heatmap(tmp_path, make_recipe):
     assert len(rep.tables["table1"]) == 4  # one study per connectivity pair
     assert {"sparsity.connectivity"} <= set(rep.tables["table1"].columns)
     json.dumps(rep.tables["table1"]["sparsity.connectivity"].tolist())
+
+
+def test_runs_under_outdated_ids_are_noted(tmp_path, make_recipe, monkeypatch):
+    r = recipe.load(make_recipe({}, name="old"))
+    results = tmp_path / "results"
+    _write(results, recipe.make_spec(r, 1, "dense", 0), 0.5, 1.0)
+    with monkeypatch.context() as m:  # as if written by a widecli that hashed specs differently
+        m.setattr(recipe.RunSpec, "run_id", property(lambda self: "0123456789ab"))
+        _write(results, recipe.make_spec(r, 2, "sparse", 0), 0.6, 0.5)
+    [row] = report.table1(report.studies(report.load_frame(results))).to_dict("records")
+    assert "1 run(s) under outdated run ids" in row["note"] and row["sparse"] == 0.6

@@ -52,7 +52,7 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     found = {}
     for name in recipes or [None]:
         found.update(store.finished_runs(root, name))
-    rows = [store.flatten(r) for r in found.values()]
+    rows = [{**store.flatten(r), "stale": _stale(r)} for r in found.values()]
     for spec in expected or []:
         if spec.run_id not in found:
             rows.append(store.flatten({"run_id": spec.run_id, "recipe": spec.recipe, "status": "missing",
@@ -64,6 +64,14 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return _with_keys(df)
+
+
+def _stale(result: dict) -> bool:
+    """Whether a run is stored under an id that its spec no longer hashes to (an older widecli)."""
+    try:
+        return RunSpec.model_validate(result["spec"]).run_id != result["run_id"]
+    except ValueError:  # pydantic's ValidationError: a spec of an older schema
+        return True
 
 
 def _key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
@@ -261,6 +269,9 @@ def study_row(study: Study, method: str = "sparse") -> dict:
         b = best_wide(rows, m)
         if b:
             row.update({m: b["mean"], f"{m}_std": b["std"], f"{m}_factor": b["factor"]})
+    stale = int(rows.get("stale", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    if stale:
+        notes.append(f"{stale} run(s) under outdated run ids (an older widecli; a sweep re-runs them)")
     failed = int(rows["status"].isin(["diverged", "failed"]).sum())
     if failed:
         notes.append(f"{failed} run(s) failed/diverged")
