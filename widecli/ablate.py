@@ -163,7 +163,9 @@ def compare(items: list[Arm], results: str | Path, name: str | None = None) -> C
     spread = summary["best_std"] + ref["best_std"]
     summary["beyond_spread"] = np.where(spread.isna(), "n/a (1 seed)",
                                         np.where(summary["delta"].abs() > spread, "yes", "no"))
-    summary.loc[0, ["delta", "beyond_spread"]] = [0.0, "reference"]
+    # Without the reference arm (--no-reference) the first arm is the one compared against.
+    first = "reference" if items[0].name == "reference" else "compared against"
+    summary.loc[0, ["delta", "beyond_spread"]] = [0.0, first]
     out = Path(results) / items[0].recipe.name
     stem = f"ablate-{_hash(items)}"
     files = _write(factors, summary, out, stem, name or items[0].recipe.name)
