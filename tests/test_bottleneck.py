@@ -64,17 +64,18 @@ def test_one_hidden_layer_mlp_has_one_common_rank_and_exact_count():
 
 
 def test_conv_bottleneck_construction():
-    s = spec({"arch": "resnet18", "width": 8}, "all", 4.0, "nonlinear_bottleneck")
+    s = spec({"arch": "resnet18", "width": 4}, "all", 4.0, "nonlinear_bottleneck")
     b = build([s], *CIFAR)
     layer = b.model.layer2[0].conv1
     r = b.plan.ranks["layer2.0.conv1"]
     assert isinstance(layer, Factorized) and isinstance(layer.act, nn.ReLU)
-    assert tuple(layer.V.weight.shape) == (r, 32, 3, 3) and layer.V.stride == (2, 2)  # kxk, stride
-    assert tuple(layer.U.weight.shape) == (64, r, 1, 1)                              # 1x1 mix
+    assert tuple(layer.V.weight.shape) == (r, 16, 3, 3) and layer.V.stride == (2, 2)  # kxk, stride
+    assert tuple(layer.U.weight.shape) == (32, r, 1, 1)                              # 1x1 mix
     assert count_weights(b.model) == b.plan.nonzeros <= b.plan.budget
-    lin = build([spec({"arch": "resnet18", "width": 8}, "all", 4.0)], *CIFAR).model.layer2[0].conv1
+    with torch.device("meta"):
+        lin = models.build(s.model, b.plan.widths, *CIFAR, ranks=b.plan.ranks).layer2[0].conv1
     assert isinstance(lin.act, nn.Identity)
-    out = b.model(torch.randn(2, 3, 32, 32))
+    out = b.model(torch.randn(2, 3, 16, 16))
     out.sum().backward()
     assert out.shape == (2, 10) and layer.V.weight.grad is not None
 
