@@ -50,6 +50,10 @@ def test_should_stack(make_recipe):
     wide = [s.model_copy(update={"model": s.model.model_copy(update={"hidden": [64]})}) for s in low]
     assert not should_stack(wide, CPU, (40,), 10)
     assert should_stack(wide, torch.device("cuda"), (40,), 10)
+    # Large models run one by one on CPU (stacking measured slower there), stacked on GPUs.
+    big = [s.model_copy(update={"model": s.model.model_copy(update={"hidden": [16384]})}) for s in specs]
+    assert not should_stack(big, CPU, (40,), 10)
+    assert should_stack(big, torch.device("cuda"), (40,), 10)
 
 
 def test_convnets_do_not_stack(make_recipe):

@@ -30,6 +30,9 @@ from widecli.rng import generator
 from widecli.sparsity import weight_modules
 
 EVAL_BATCH = 4096
+# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: measured
+# between 784-256-10 (200k weights, 1.3x faster stacked) and 784-1024-10 (800k, 0.94x).
+CPU_STACK_MAX_WEIGHTS = 1 << 19
 
 
 @dataclass
@@ -68,8 +71,9 @@ def should_stack(specs: list[RunSpec], device: torch.device, input_shape=None, n
     """Whether these runs should train as one stacked model on `device` (`train.stack: auto`).
 
     Only runs that differ in seed alone, of an architecture with a stack dimension (MLPs), and not
-    bound for the sparse backend (CSR weights hold one run). benchmarks/stacked.py measures K = 8
-    stacked MLPs faster than one by one at every width on CPU.
+    bound for the sparse backend (CSR weights hold one run). On CPU only small models: K = 8
+    stacked MLPs beat one by one by 2.1x at 784-64-10 and 1.3x at 784-256-10 but lose at
+    784-1024-10 (benchmarks/results/stacked.txt), where one run already keeps the cores busy.
     """
     if len(specs) < 2 or any(s.train.stack == "off" for s in specs):
         return False
@@ -80,14 +84,15 @@ def should_stack(specs: list[RunSpec], device: torch.device, input_shape=None, n
         return False
     if s.train.backend == "sparse":
         return False
-    if s.train.backend == "auto" and s.method == "sparse" and s.factor > 1 and device.type == "cpu":
-        from widecli.build import plan
-        from widecli.data import describe
+    if device.type != "cpu":
+        return True
+    from widecli.build import plan
+    from widecli.data import describe
 
-        if input_shape is None:
-            input_shape, num_classes = describe(s.data)
-        return not sparse_backend.sparse_layers("auto", plan(s, input_shape, num_classes), device)
-    return True
+    if input_shape is None:
+        input_shape, num_classes = describe(s.data)
+    p = plan(s, input_shape, num_classes)
+    return p.dense_weights <= CPU_STACK_MAX_WEIGHTS and not sparse_backend.sparse_layers(s.train.backend, p, device)
 
 
 def lr_at(cfg, epoch: int) -> float:
