@@ -8,9 +8,10 @@ with stable layer names (the names of the weight modules in `named_modules()`). 
 `stack` (only models with a `stack` attribute train stacked).
 """
 
-from widecli.models import cnn, mlp, resnet
+from widecli.models import cnn, mlp, resnet, resnet_imagenet
 
 ARCHS = {"mlp": mlp, "resnet18": resnet, "cnn": cnn}
+ARCHS["resnet18_imagenet"] = resnet_imagenet  # issue 13
 
 
 def arch(cfg):

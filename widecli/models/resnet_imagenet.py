@@ -1,0 +1,39 @@
+"""ImageNet ResNet-18 (He et al. 2016; torchvision's resnet18): 7x7 stride-2 stem and a 3x3 stride-2
+max-pool before four stages of two BasicBlocks with k, 2k, 4k, 8k channels (k = 64 is the standard
+model). The blocks, layer names, widening units and rules are the CIFAR ResNet-18's (resnet.py):
+only the stem differs, so every method and rule applies unchanged.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from widecli.models import resnet
+from widecli.models.common import conv, image_shape
+
+STAGES = resnet.STAGES
+
+
+class ResNet18ImageNet(resnet.ResNet18):
+    def __init__(self, widths: dict[str, int], in_channels: int, num_classes: int, ranks=None,
+                 nonlinear: bool = False):
+        super().__init__(widths, in_channels, num_classes, ranks, nonlinear)
+        # The ImageNet stem: 7x7 stride 2 (padding 3), then max-pool 3x3 stride 2: 224 -> 56.
+        self.conv1 = conv("conv1", in_channels, widths["layer1"], 7, 2, ranks, nonlinear)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+
+    def forward(self, x):
+        out = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in STAGES:
+            out = getattr(self, stage)(out)
+        return self.fc(self.pool(out).flatten(1))
+
+
+widenable_layers = resnet.widenable_layers
+base_widths = resnet.base_widths
+
+
+def build(cfg, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
+          rank_nonlinear: bool = False) -> ResNet18ImageNet:
+    channels, _, _ = image_shape("resnet18_imagenet", input_shape)
+    return ResNet18ImageNet(widths, channels, num_classes, ranks, rank_nonlinear)
