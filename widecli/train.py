@@ -213,6 +213,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
         for group in opt.param_groups:
             group["lr"] = lr
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        labels = data.y_train[perms]                             # [K, n]: one gather per epoch
         model.train()
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, dtype=torch.long, device=device)
@@ -222,7 +223,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
             # index_select on the flat indices: ~3x cheaper than advanced indexing X[idx] on CPU.
             flat = idx.reshape(-1)
             x = data.x_train.index_select(0, flat).view(k, b, *data.input_shape)
-            y = data.y_train.index_select(0, flat).view(k, b)
+            y = labels[:, i:i + bs]
             if cfg.augment and x.dim() >= 4:
                 x = augment(x, aug_gen, flip=flip)
             with amp:
