@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny models gain nothing from two, and spin-waiting threads cost up to 10x CPU when
+# subprocess tests (concurrent sweeps) share the two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
