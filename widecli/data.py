@@ -210,6 +210,13 @@ def _npz(cfg) -> Arrays:
             y_test.astype(np.int64))
 
 
+def _image_folder(cfg) -> Arrays:
+    """An ImageFolder that fits on the device, decoded once (resize 256, center crop 224)."""
+    from widecli import stream
+
+    return stream.arrays(cfg)
+
+
 _TV_HINT = "with internet access, run once with data.download: true, or copy the files there"
 DATASETS: dict[str, Callable[..., Arrays]] = {
     "mnist1d": _mnist1d,
@@ -221,6 +228,10 @@ DATASETS: dict[str, Callable[..., Arrays]] = {
     "cifar100": _cifar("cifar100"),
     "svhn": _svhn,
     "npz": _npz,
+    # Image folders (train/<class>/*.JPEG, val/<class>/*.JPEG): decoded whole when they fit,
+    # else streamed (widecli.stream; data.pipeline).
+    "imagenet": _image_folder,
+    "image_folder": _image_folder,
 }
 
 
@@ -251,7 +262,11 @@ def _normalize(kind: str, x_train: np.ndarray, x_test: np.ndarray):
 
 
 def load(cfg, device: str | torch.device = "cpu") -> DeviceDataset:
-    """Load a data set and put it on the device, whole."""
+    """Load a data set and put it on the device, whole (or a StreamDataset: data.pipeline)."""
+    from widecli import stream
+
+    if stream.streamed(cfg, device):
+        return stream.load(cfg)
     x_train, y_train, x_test, y_test = load_arrays(cfg)
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     num_classes = max(num_classes, SHAPES.get(cfg.dataset, (None, 0))[1])
@@ -284,7 +299,8 @@ def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4
 # misses a class still gets the full classifier.
 SHAPES = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
           "fashion_mnist": ((1, 28, 28), 10), "kmnist": ((1, 28, 28), 10),
-          "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "svhn": ((3, 32, 32), 10)}
+          "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "svhn": ((3, 32, 32), 10),
+          "imagenet": ((3, 224, 224), 1000)}
 
 NO_FLIP = {"svhn"}  # digits are not mirror symmetric
 
@@ -293,5 +309,9 @@ def describe(cfg) -> tuple[tuple[int, ...], int]:
     """(input_shape, num_classes) of a data set, for planning without training."""
     if cfg.dataset in SHAPES:
         return SHAPES[cfg.dataset]
+    if cfg.dataset == "image_folder":  # class folders only: no image decoded
+        from widecli import stream
+
+        return stream.describe(cfg)
     x_train, y_train, _, y_test = load_arrays(cfg)
     return tuple(x_train.shape[1:]), int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1

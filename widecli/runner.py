@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from widecli import data as data_mod
-from widecli import store
+from widecli import checkpoint, distributed, store
 from widecli.build import Plan
 from widecli.recipe import RunSpec
 from widecli.train import Outcome, train
@@ -24,8 +24,9 @@ def weights_summary(p: Plan) -> dict:
 
 def train_group(specs: list[RunSpec], device: torch.device, ds: data_mod.DeviceDataset,
                 on_epoch: Callable[[int, int, list[dict]], None] | None = None,
-                record_failures: bool = False) -> list[tuple[Outcome, dict]]:
-    """Train one run (or K stacked seeds); (outcome, result.json body) per run, nothing written.
+                record_failures: bool = False, checkpoint_dir=None) -> list[tuple[Outcome, dict]]:
+    """Train one run (or K stacked seeds); (outcome, result.json body) per run, nothing written
+    (but checkpoints in checkpoint_dir). train.gpus > 1 trains data-parallel (widecli.distributed).
 
     With record_failures, an exception in training becomes status `failed` with its error for
     every run of the group (a sweep goes on); interrupts (KeyboardInterrupt) always propagate.
@@ -33,7 +34,8 @@ def train_group(specs: list[RunSpec], device: torch.device, ds: data_mod.DeviceD
     from widecli.build import plan
 
     try:
-        outcomes = train(specs, ds, device, on_epoch)
+        outcomes = (distributed.train(specs, device, on_epoch, checkpoint_dir) if distributed.wanted(specs)
+                    else train(specs, ds, device, on_epoch, checkpoint_dir))
     except Exception as e:
         if not record_failures:
             raise
@@ -74,8 +76,14 @@ def run(specs: list[RunSpec], results: str | Path, device: torch.device,
     """
     ds = dataset or data_mod.load(specs[0].data, device)
     try:
-        return [(o, store.write_run(results, o.spec, o.metrics, result, state_of(o)))
-                for o, result in train_group(specs, device, ds, on_epoch, record_failures)]
+        # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
+        # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
+        written = [(o, store.write_run(results, o.spec, o.metrics, result, state_of(o)))
+                   for o, result in train_group(specs, device, ds, on_epoch, record_failures,
+                                                store.run_dir(results, specs[0]))]
+        if all(o.status != "failed" for o, _ in written):  # a failed run retries from its checkpoint
+            checkpoint.remove(store.run_dir(results, specs[0]))
+        return written
     except BaseException:
         for s in specs:
             store.remove_partial(results, s)

@@ -349,5 +349,10 @@ def remove_partial(results: str | Path, spec: RunSpec) -> bool:
     d = run_dir(results, spec)
     if not d.is_dir() or is_finished(d):
         return False
+    if (d / "checkpoint.pt").is_file():  # a resumable checkpoint (widecli.checkpoint) is kept
+        for p in d.iterdir():
+            if p.name != "checkpoint.pt":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        return True
     shutil.rmtree(d, ignore_errors=True)
     return True

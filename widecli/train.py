@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from widecli import __version__, models, sparse_backend
+from widecli import __version__, distributed, models, sparse_backend, stream
+from widecli.checkpoint import Checkpoint
 from widecli.build import Built, build
 from widecli.data import NO_FLIP, DeviceDataset, augment
 from widecli.errors import DeviceError
@@ -183,8 +184,11 @@ def prepare(specs: list[RunSpec], data: DeviceDataset, device: torch.device) -> 
 
 
 def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
-          on_epoch: Callable[[int, int, list[dict]], None] | None = None) -> list[Outcome]:
-    """Train one run, or several runs differing only in seed stacked into one model."""
+          on_epoch: Callable[[int, int, list[dict]], None] | None = None,
+          checkpoint_dir=None) -> list[Outcome]:
+    """Train one run, or several runs differing only in seed stacked into one model.
+
+    With checkpoint_dir and train.checkpoint_every, resumes from and saves a checkpoint there."""
     spec, cfg, k = specs[0], specs[0].train, len(specs)
     start = time.perf_counter()
     if device.type == "cuda":
@@ -196,6 +200,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
     if k > 1 and not stack:
         raise ValueError(f"{spec.model.arch} cannot train stacked runs")
     forward = torch.compile(model) if cfg.compile else model
+    forward = distributed.wrap(model, forward, device)  # DDP when torch.distributed is running
     opt = make_optimizer(cfg, model.parameters())
     masker = Masker(built)
     amp, precision = autocast(cfg, device)
@@ -206,8 +211,12 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
     alive = torch.ones(k, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * k
     rows: list[list[dict]] = [[] for _ in specs]
+    streamed = stream.is_stream(data)  # a folder read by DataLoader workers (widecli.stream)
+    ckpt = Checkpoint(checkpoint_dir, [s.run_id for s in specs]) if checkpoint_dir and cfg.checkpoint_every else None
+    state = (model, opt, built.masks, [*gens, aug_gen], rows, alive, diverged_at)
+    first = ckpt.restore(*state) if ckpt else 0
 
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)
         for group in opt.param_groups:
@@ -217,14 +226,18 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
         model.train()
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, dtype=torch.long, device=device)
+        batches = stream.batches(data, spec.seed, epoch, bs, device) if streamed else None
         for i in range(0, n, bs):
-            idx = perms[:, i:i + bs]
-            b = idx.shape[1]
-            # index_select on the flat indices: ~3x cheaper than advanced indexing X[idx] on CPU.
-            flat = idx.reshape(-1)
-            x = data.x_train.index_select(0, flat).view(k, b, *data.input_shape)
-            y = labels[:, i:i + bs]
-            if cfg.augment and x.dim() >= 4:
+            if batches is None:
+                idx = distributed.shard(perms[:, i:i + bs])  # this rank's slice of the global batch
+                # index_select on the flat indices: ~3x cheaper than advanced indexing X[idx] on CPU.
+                flat = idx.reshape(-1)
+                x = data.x_train.index_select(0, flat).view(k, idx.shape[1], *data.input_shape)
+                y = distributed.shard(labels[:, i:i + bs])
+            else:
+                x, y = next(batches)  # decoded and augmented by the DataLoader workers
+            b = y.shape[1]
+            if cfg.augment and x.dim() >= 4 and not streamed:
                 x = augment(x, aug_gen, flip=flip)
             with amp:
                 out = forward(x) if stack else forward(to_model_layout(model, x[0]))[None]
@@ -232,13 +245,15 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
             losses = losses.view(k, b).mean(1)
             opt.zero_grad(set_to_none=True)
             # The sum's gradient w.r.t. each run's weights is that run's own gradient.
-            losses.sum().backward()
+            (losses.sum() * distributed.grad_scale(b, min(bs, n - i))).backward()
             opt.step()
             masker.weights()
             with torch.no_grad():
                 loss_sum.add_(losses, alpha=b)
                 correct.add_((out.argmax(-1) == y).sum(1))
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, stack, amp)
+        distributed.all_reduce(loss_sum, correct)  # every rank's share of the epoch
+        test_loss, test_acc = (stream.evaluate(model, data, "test", amp) if streamed
+                               else evaluate(model, data.x_test, data.y_test, stack, amp))
         train_loss, train_acc = (loss_sum / n).cpu(), (correct / n).cpu()
         test_loss, test_acc = test_loss.cpu(), test_acc.cpu()
         seconds = time.perf_counter() - t0
@@ -250,13 +265,16 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
             rows[j].append({"epoch": epoch + 1, "lr": lr, "train_loss": float(train_loss[j]),
                             "train_accuracy": float(train_acc[j]), "test_loss": float(test_loss[j]),
                             "test_accuracy": float(test_acc[j]), "seconds": seconds})
+        if ckpt and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            ckpt.save(epoch + 1, *state)
         if on_epoch:
             on_epoch(epoch + 1, cfg.epochs, [r[-1] for r in rows if r])
         if not alive.any():
             break
 
     # Train metrics above are running averages over the epoch; the final ones are a clean pass.
-    final_train_loss, final_train_acc = evaluate(model, data.x_train, data.y_train, stack, amp)
+    final_train_loss, final_train_acc = (stream.evaluate(model, data, "train", amp) if streamed
+                                         else evaluate(model, data.x_train, data.y_train, stack, amp))
     sparse_backend.densify(model)  # the stored state keeps the dense [K, out, in] layout
     wall = time.perf_counter() - start
     env = environment(device, precision)

@@ -1,0 +1,116 @@
+"""Streaming ImageFolder pipeline: a tiny JPEG folder written here, trained through DataLoader workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from widecli import data as data_mod
+from widecli import recipe as recipe_mod
+from widecli import runner, store, stream
+from widecli.errors import DataError
+from widecli.sparsity import weight_modules
+
+
+def write_folder(root, classes=("cat", "dog", "eel"), train=4, val=2, size=(40, 52)):
+    """train/<class>/*.JPEG and val/<class>/*.JPEG with a colour per class plus noise."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                base = np.zeros((size[1], size[0], 3), np.uint8)
+                base[..., c % 3] = 180
+                img = np.clip(base + rng.integers(0, 60, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{name}_{i}.JPEG", quality=90)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_folder(tmp_path / "imgs")
+
+
+def spec_for(folder, **train):
+    raw = {"name": "folder", "data": {"dataset": "image_folder", "root": str(folder), "pipeline": "stream",
+                                      "workers": 2},
+           "model": {"arch": "resnet18_imagenet", "width": 2},
+           "widen": {"layers": "all", "factors": [2], "methods": ["sparse"]},
+           "train": {"epochs": 1, "batch_size": 5, "lr": 0.05, **train}}
+    return recipe_mod.make_spec(recipe_mod.Recipe.model_validate(raw), 2.0, "sparse", 0)
+
+
+def test_one_epoch_through_the_stream(folder, tmp_path):
+    spec = spec_for(folder)
+    ds = data_mod.load(spec.data, "cpu")
+    assert stream.is_stream(ds) and ds.num_classes == 3 and ds.input_shape == (3, 224, 224)
+    assert len(ds.y_train) == 12 and len(ds.y_test) == 6
+    [(outcome, path)] = runner.run([spec], tmp_path / "results", torch.device("cpu"), ds)
+    assert outcome.status == "ok" and len(outcome.metrics) == 1
+    f = outcome.final
+    assert 0 <= f["test_accuracy"] <= 1 and 0 <= f["train_accuracy"] <= 1 and np.isfinite(f["train_loss"])
+    # Accuracies are counts over the 6 val / 12 train images.
+    assert round(f["test_accuracy"] * 6, 6) == round(f["test_accuracy"] * 6)
+    assert round(f["train_accuracy"] * 12, 6) == round(f["train_accuracy"] * 12)
+    result = store.read_result(path)
+    assert result["data"]["train_size"] == 12 and result["weights"]["nonzeros"] == result["weights"]["budget"]
+    model = store.load_model(path)
+    masks = torch.load(path / "model.pt", weights_only=True)["masks"]
+    for name, m in weight_modules(model):
+        if name in masks:
+            assert not m.weight[~masks[name].bool()].any()  # masked weights stayed zero
+
+
+def test_epoch_batches_are_seeded_by_epoch(folder):
+    ds = stream.load(recipe_mod.DataConfig(dataset="image_folder", root=str(folder), workers=1))
+    first = [(x.clone(), y.clone()) for x, y in stream.batches(ds, 0, 3, 5, torch.device("cpu"))]
+    again = list(stream.batches(ds, 0, 3, 5, torch.device("cpu")))
+    other = list(stream.batches(ds, 0, 4, 5, torch.device("cpu")))
+    assert [y.shape[1] for _, y in first] == [5, 5, 2]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    assert sorted(torch.cat([y[0] for _, y in first]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    x = first[0][0]
+    assert x.shape == (1, 5, 3, 224, 224) and x.dtype == torch.float32
+    assert abs(float(x.mean())) < 3 and float(x.std()) > 0.1  # normalized, not raw 0..255
+
+
+def test_auto_pipeline_keeps_a_small_folder_on_the_device(folder):
+    cfg = recipe_mod.DataConfig(dataset="image_folder", root=str(folder))
+    ds = data_mod.load(cfg, "cpu")
+    assert not stream.is_stream(ds)
+    assert tuple(ds.x_train.shape) == (12, 3, 224, 224) and tuple(ds.x_test.shape) == (6, 3, 224, 224)
+    assert data_mod.describe(cfg) == ((3, 224, 224), 3)
+    assert stream.streamed(cfg.model_copy(update={"pipeline": "stream"}), "cpu")
+
+
+def test_imagenet_under_root_and_errors(tmp_path):
+    write_folder(tmp_path / "imagenet", classes=("a", "b"), train=1, val=1)
+    cfg = recipe_mod.DataConfig(dataset="imagenet", root=str(tmp_path), pipeline="stream", workers=0)
+    assert stream.folder(cfg) == tmp_path / "imagenet"
+    assert data_mod.describe(cfg) == ((3, 224, 224), 1000)
+    with pytest.raises(DataError, match="data.pipeline: stream reads image folders"):
+        data_mod.load(recipe_mod.DataConfig(dataset="cifar10", pipeline="stream"))
+    with pytest.raises(DataError, match="no train/ folder"):
+        data_mod.load(recipe_mod.DataConfig(dataset="image_folder", root=str(tmp_path / "none")))
+    (tmp_path / "imagenet" / "val" / "zzz").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imagenet" / "val" / "zzz" / "z.JPEG")
+    with pytest.raises(DataError, match="other class folders"):
+        stream.load(cfg)
+
+
+def test_resnet18_imagenet_matches_torchvision_size():
+    import torchvision
+
+    from widecli import models
+
+    cfg = recipe_mod.ModelConfig(arch="resnet18_imagenet", width=64)
+    ours = models.build(cfg, models.base_widths(cfg), (3, 224, 224), 1000)
+    ref = torchvision.models.resnet18()
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in ref.parameters()]
+    assert ours(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
+    assert models.widenable_layers(cfg) == ["layer1", "layer2", "layer3", "layer4"]
