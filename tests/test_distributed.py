@@ -1,0 +1,94 @@
+"""Data parallelism on CPU (gloo): two processes train what one process trains on the same global batch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from widecli import data as data_mod
+from widecli import distributed
+from widecli import recipe as recipe_mod
+from widecli.errors import RecipeError
+from widecli.sparsity import weight_modules
+from widecli.train import train
+
+
+def make_spec(data_root, gpus=1, **train):
+    # 301 examples in batches of 64: the last global batch (45) splits 23/22; an MLP (no BatchNorm:
+    # gloo has no SyncBatchNorm) with a sparse wide layer, so masks matter.
+    raw = {"name": "ddp", "data": {"dataset": "mnist1d", "root": str(data_root), "subset": 301},
+           "model": {"arch": "mlp", "hidden": [16]},
+           "widen": {"layers": "first", "factors": [2], "methods": ["sparse"]},
+           "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "backend": "dense", "gpus": gpus, **train}}
+    return recipe_mod.make_spec(recipe_mod.Recipe.model_validate(raw), 2.0, "sparse", 0)
+
+
+def _rank(r: int, port: int, spec, out: str) -> None:
+    """One rank of a hand-made gloo group: train, then save this rank's weights and masks."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r, world_size=2)
+    try:
+        [o] = train([spec], data_mod.load(spec.data, "cpu"), torch.device("cpu"))
+        torch.save({"state": o.state, "masks": o.masks, "metrics": o.metrics}, os.path.join(out, f"{r}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def single(data_root):
+    spec = make_spec(data_root)
+    [o] = train([spec], data_mod.load(spec.data, "cpu"), torch.device("cpu"))
+    return o
+
+
+def test_every_rank_ends_with_the_single_process_weights(tmp_path, data_root, single):
+    spec = distributed.check([make_spec(data_root, gpus=2)])[0]
+    mp.spawn(_rank, args=(distributed._free_port(), spec, str(tmp_path)), nprocs=2)
+    for r in (0, 1):
+        got = torch.load(tmp_path / f"{r}.pt", weights_only=False)
+        for name, t in single.state.items():
+            torch.testing.assert_close(got["state"][name], t, rtol=1e-5, atol=1e-6)
+        assert all(torch.equal(got["masks"][n], single.masks[n]) for n in single.masks)
+        w = got["state"]["fc1.weight"]
+        assert not w[~got["masks"]["fc1"].bool()].any() and (w != 0).sum() == got["masks"]["fc1"].sum()
+        # Metrics are reduced over ranks: the same epoch averages as one process.
+        for a, b in zip(got["metrics"], single.metrics):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["train_accuracy"] == pytest.approx(b["train_accuracy"], abs=1e-9)
+            assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-9)
+
+
+def test_train_group_spawns_and_returns_rank0(tmp_path, data_root, single):
+    from widecli import runner, store
+
+    spec = make_spec(data_root, gpus=2)
+    assert spec.run_id == make_spec(data_root).run_id  # gpus is an execution key
+    seen = []
+    [(o, path)] = runner.run([spec], tmp_path, torch.device("cpu"), on_epoch=lambda e, n, r: seen.append(e))
+    assert seen == [1, 2] and o.status == "ok"
+    for name, t in single.state.items():
+        torch.testing.assert_close(o.state[name], t, rtol=1e-5, atol=1e-6)
+    assert store.read_result(path)["final"]["epochs_run"] == 2
+
+
+def test_refusals(data_root):
+    with pytest.raises(RecipeError, match="train.backend: sparse cannot run data-parallel"):
+        distributed.check([make_spec(data_root, gpus=2, backend="sparse")])
+    with pytest.raises(RecipeError, match="train.batch_size: 1 is smaller than train.gpus = 2"):
+        distributed.check([make_spec(data_root, gpus=2, batch_size=1)])
+    assert distributed.shard(torch.arange(5).view(1, 5)).tolist() == [[0, 1, 2, 3, 4]]  # one process
+    assert distributed.devices(torch.device("cpu"), 3) == ["cpu"] * 3
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_gpus_nccl(tmp_path, data_root):
+    from widecli import runner
+
+    spec = make_spec(data_root, gpus=2)
+    [(o, _)] = runner.run([spec], tmp_path, torch.device("cuda"))
+    assert o.status == "ok" and o.final["device"].startswith("cuda")
