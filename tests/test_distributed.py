@@ -62,17 +62,29 @@ def test_every_rank_ends_with_the_single_process_weights(tmp_path, data_root, si
             assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-9)
 
 
-def test_train_group_spawns_and_returns_rank0(tmp_path, data_root, single):
-    from widecli import runner, store
+def test_cli_gpus_spawns_and_rank0_writes(tmp_path, data_root, single):
+    import yaml
+    from typer.testing import CliRunner
+
+    from widecli import store
+    from widecli.cli import app
 
     spec = make_spec(data_root, gpus=2)
     assert spec.run_id == make_spec(data_root).run_id  # gpus is an execution key
-    seen = []
-    [(o, path)] = runner.run([spec], tmp_path, torch.device("cpu"), on_epoch=lambda e, n, r: seen.append(e))
-    assert seen == [1, 2] and o.status == "ok"
-    for name, t in single.state.items():
-        torch.testing.assert_close(o.state[name], t, rtol=1e-5, atol=1e-6)
+    recipe = tmp_path / "ddp.yaml"
+    raw = {"name": "ddp", "data": spec.data.model_dump(), "model": {"arch": "mlp", "hidden": [16]},
+           "widen": {"layers": "first", "factors": [2], "methods": ["sparse"]},
+           "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "backend": "dense"}}
+    recipe.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["train", str(recipe), "--gpus", "2", "--device", "cpu",
+                                      "--results", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "on 2 x cpu" in result.output
+    path = store.run_dir(tmp_path / "results", spec)
     assert store.read_result(path)["final"]["epochs_run"] == 2
+    state = torch.load(path / "model.pt", weights_only=True)["state"]
+    for name, t in single.state.items():
+        torch.testing.assert_close(state[name], t, rtol=1e-5, atol=1e-6)
 
 
 def test_refusals(data_root):

@@ -116,22 +116,28 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
           factor: Optional[float] = typer.Option(None, help="widening factor (default: the recipe's first)"),
           method: Optional[str] = typer.Option(None, help="sparse | dense | linear_bottleneck | nonlinear_bottleneck"),
           seed: Optional[int] = typer.Option(None, help="seed (default: the recipe's first)"),
-          set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt) -> None:
+          set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt,
+          gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
+                                             help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
     """Train one run of a recipe and write it to the results directory."""
-    from widecli import recipe as recipe_mod, runner
+    from widecli import distributed, recipe as recipe_mod, runner
     from widecli.errors import RecipeError
     from widecli.train import resolve_device
 
-    r = recipe_mod.load(recipe, set_)
+    r = recipe_mod.load(recipe, [*(set_ or []), *([f"train.gpus={gpus}"] if gpus else [])])
     if method is not None and method not in recipe_mod.METHODS:
         raise RecipeError(f"--method: unknown method {method!r}; allowed: {', '.join(recipe_mod.METHODS)}")
     if factor is not None and factor < 1:
         raise RecipeError(f"--factor: got {factor:g}; widening factors must be >= 1")
     spec = recipe_mod.make_spec(r, factor if factor is not None else r.widen.factors[0],
                                 method or r.widen.methods[0], r.seeds[0] if seed is None else seed)
-    dev = resolve_device(device)
+    dev = distributed.init_from_env(resolve_device(device))  # a torchrun rank joins its group
+    if not distributed.is_main():  # torchrun ranks > 0 train their share silently, write nothing
+        runner.run([spec], results, dev)
+        return
+    where = f"{spec.train.gpus} x {dev}" if spec.train.gpus > 1 else str(dev)
     out.print(f"[bold]{r.name}[/] run {spec.run_id}: factor {spec.factor:g}, {spec.method}, "
-              f"seed {spec.seed}, on {dev}")
+              f"seed {spec.seed}, on {where}")
     with epoch_progress() as on_epoch:
         [(outcome, path)] = runner.run([spec], results, dev, on_epoch=on_epoch)
     print_run_summary(outcome, path)

@@ -75,6 +75,11 @@ def run(specs: list[RunSpec], results: str | Path, device: torch.device,
     re-running the same command resumes cleanly.
     """
     ds = dataset or data_mod.load(specs[0].data, device)
+    if distributed.active():  # launched by torchrun: every rank trains, only rank 0 writes
+        specs = distributed.check(specs)
+        if not distributed.is_main():
+            train_group(specs, device, ds, on_epoch, checkpoint_dir=store.run_dir(results, specs[0]))
+            return []
     try:
         # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
         # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
