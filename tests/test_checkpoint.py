@@ -10,7 +10,7 @@ from widecli import runner, store
 from widecli.checkpoint import NAME
 
 
-class Stop(Exception):
+class Stop(BaseException):  # like an interrupt: a sweep records Exceptions as failed runs
     pass
 
 
@@ -74,3 +74,22 @@ def test_checkpoint_of_other_runs_is_ignored(tmp_path, data_root):
     seen = []
     runner.run([other], tmp_path, torch.device("cpu"), on_epoch=lambda e, n, r: seen.append(e))
     assert seen == [1, 2]
+
+
+def test_restarted_sweep_resumes_from_the_checkpoint(tmp_path, data_root):
+    from widecli import sweep
+
+    spec = make_spec(data_root)
+    [(whole, _)] = runner.run([spec], tmp_path / "a", torch.device("cpu"))
+
+    def stop(event):
+        if event.kind == "epoch" and event.epoch == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        sweep.run([spec], tmp_path / "b", device="cpu", on_event=stop)
+    epochs = []
+    summary = sweep.run([spec], tmp_path / "b", device="cpu",
+                        on_event=lambda e: epochs.append(e.epoch) if e.kind == "epoch" else None)
+    assert epochs == [3, 4] and summary.rows[0]["test_accuracy"] == whole.final["test_accuracy"]
+    state = torch.load(store.run_dir(tmp_path / "b", spec) / "model.pt", weights_only=True)["state"]
+    assert all(torch.equal(state[n], t) for n, t in whole.state.items())

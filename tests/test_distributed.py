@@ -104,3 +104,13 @@ def test_two_gpus_nccl(tmp_path, data_root):
     spec = make_spec(data_root, gpus=2)
     [(o, _)] = runner.run([spec], tmp_path, torch.device("cuda"))
     assert o.status == "ok" and o.final["device"].startswith("cuda")
+
+
+def test_sweep_workers_get_blocks_of_gpus(monkeypatch):
+    from widecli.sweep import worker_devices
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cuda = torch.device("cuda")
+    assert worker_devices(cuda, "auto", 2, per_run=2) == ["cuda:0", "cuda:2"]
+    assert worker_devices(cuda, "auto", 3, per_run=2) == ["cuda:0", "cuda:2", "cuda:0"]
+    assert worker_devices(cuda, "auto", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]

@@ -259,10 +259,12 @@ def _worker_task(group: list[RunSpec], results: str, force: bool, retry_failed: 
         _worker["busy"] = False
 
 
-def worker_devices(device: torch.device, requested: str, jobs: int) -> list[str]:
-    """One device per worker: with several GPUs and device auto, one GPU each."""
+def worker_devices(device: torch.device, requested: str, jobs: int, per_run: int = 1) -> list[str]:
+    """One device per worker: with several GPUs and device auto, one GPU each, or the first of a
+    block of `per_run` GPUs (train.gpus: a data-parallel run uses cuda:i..cuda:i+per_run-1)."""
     if requested == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1:
-        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(jobs)]
+        blocks = max(1, torch.cuda.device_count() // per_run)
+        return [f"cuda:{(i % blocks) * per_run}" for i in range(jobs)]
     return [str(device)] * jobs
 
 
@@ -273,7 +275,8 @@ def execute_pool(groups: list[list[RunSpec]], ctx: "Context") -> Iterator[tuple[
     mpc = mp.get_context("spawn")
     devices, events = mpc.Queue(), mpc.Queue()
     workers = min(ctx.jobs, len(groups))
-    for d in worker_devices(ctx.device, ctx.requested_device, workers):
+    for d in worker_devices(ctx.device, ctx.requested_device, workers,
+                            max(s.train.gpus for g in groups for s in g)):
         devices.put(d)
     threads = max(1, (os.cpu_count() or 1) // ctx.jobs)
     pool = ProcessPoolExecutor(workers, mp_context=mpc, initializer=_init_worker,
@@ -369,7 +372,9 @@ def execute_ray(groups: list[list[RunSpec]], ctx: "Context") -> Iterator[tuple[l
             if not mine:
                 yield group, Report(busy=busy, elsewhere=elsewhere)
                 continue
-            ref = task.remote([s.model_dump(mode="json") for s in mine], device, max(1, int(num_cpus)))
+            # A data-parallel run (train.gpus = N) reserves N GPUs of the cluster.
+            run_task = task.options(num_gpus=max(num_gpus, mine[0].train.gpus)) if num_gpus else task
+            ref = run_task.remote([s.model_dump(mode="json") for s in mine], device, max(1, int(num_cpus)))
             inflight[ref] = (group, mine, locks, Report(busy=busy, elsewhere=elsewhere))
             ctx.emit(Event("start", [_label(s) for s in mine]))
         while inflight:
