@@ -79,13 +79,15 @@ def test_epoch_batches_are_seeded_by_epoch(folder):
     assert abs(float(x.mean())) < 3 and float(x.std()) > 0.1  # normalized, not raw 0..255
 
 
-def test_auto_pipeline_keeps_a_small_folder_on_the_device(folder):
+def test_auto_pipeline_keeps_a_small_folder_on_the_device(folder, monkeypatch):
     cfg = recipe_mod.DataConfig(dataset="image_folder", root=str(folder))
     ds = data_mod.load(cfg, "cpu")
     assert not stream.is_stream(ds)
     assert tuple(ds.x_train.shape) == (12, 3, 224, 224) and tuple(ds.x_test.shape) == (6, 3, 224, 224)
     assert data_mod.describe(cfg) == ((3, 224, 224), 3)
     assert stream.streamed(cfg.model_copy(update={"pipeline": "stream"}), "cpu")
+    monkeypatch.setattr(stream, "CPU_RESIDENT_LIMIT", 11 * 3 * 224 * 224 * 4)  # room for 11 of 12 images
+    assert stream.streamed(cfg, "cpu") and not stream.streamed(cfg.model_copy(update={"subset": 11}), "cpu")
 
 
 def test_imagenet_under_root_and_errors(tmp_path):
@@ -114,3 +116,11 @@ def test_resnet18_imagenet_matches_torchvision_size():
     assert [p.shape for p in ours.parameters()] == [p.shape for p in ref.parameters()]
     assert ours(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
     assert models.widenable_layers(cfg) == ["layer1", "layer2", "layer3", "layer4"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_stream_to_cuda_pinned(folder, tmp_path):
+    spec = spec_for(folder)
+    [(outcome, _)] = runner.run([spec], tmp_path / "results", torch.device("cuda"))
+    assert outcome.status == "ok" and outcome.final["device"].startswith("cuda")
