@@ -70,6 +70,11 @@ def test_epoch_batches_are_seeded_by_epoch(folder):
     first = [(x.clone(), y.clone()) for x, y in stream.batches(ds, 0, 3, 5, torch.device("cpu"))]
     again = list(stream.batches(ds, 0, 3, 5, torch.device("cpu")))
     other = list(stream.batches(ds, 0, 4, 5, torch.device("cpu")))
+    ds.workers = 0  # in this process: seeded the same way, and the global generator is left alone
+    before = torch.get_rng_state()
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(list(stream.batches(ds, 0, 3, 5, torch.device("cpu"))),
+                                                        list(stream.batches(ds, 0, 3, 5, torch.device("cpu")))))
+    assert torch.equal(before, torch.get_rng_state())
     assert [y.shape[1] for _, y in first] == [5, 5, 2]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))

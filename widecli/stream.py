@@ -189,11 +189,15 @@ def batches(data: StreamDataset, seed: int, epoch: int, batch_size: int, device:
     order = torch.from_numpy(data.train_index)[torch.randperm(len(data.train_index), generator=g)]
     full = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     mine = [distributed.shard(b.view(1, -1))[0].tolist() for b in full]
-    with torch.random.fork_rng(devices=[]):
-        # Without workers the transforms draw from the global generator: seed it per epoch too.
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
-        for x, y in loader(data.train, mine, data.workers, device, g):
-            yield to_device(x, device, data.normalize)[None], y.to(device, non_blocking=True)[None]
+    seed = int(torch.randint(2**62, (1,), generator=g))
+    it = iter(loader(data.train, mine, data.workers, device, g))
+    for j in range(len(mine)):
+        # Without workers the transforms draw from the global generator: seed it per batch, and
+        # leave it as it was (workers are seeded by the DataLoader from g).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + j)
+            x, y = next(it)
+        yield to_device(x, device, data.normalize)[None], y.to(device, non_blocking=True)[None]
 
 
 @torch.no_grad()
