@@ -129,3 +129,20 @@ def test_stream_to_cuda_pinned(folder, tmp_path):
     spec = spec_for(folder)
     [(outcome, _)] = runner.run([spec], tmp_path / "results", torch.device("cuda"))
     assert outcome.status == "ok" and outcome.final["device"].startswith("cuda")
+
+
+def test_streamed_run_resumes_identical(folder, tmp_path):
+    class Stop(BaseException):
+        pass
+
+    def stop(epoch, epochs, rows):
+        if epoch == 1:
+            raise Stop
+    spec = spec_for(folder, epochs=2, checkpoint_every=1)
+    cpu = torch.device("cpu")
+    [(whole, _)] = runner.run([spec], tmp_path / "a", cpu)
+    with pytest.raises(Stop):
+        runner.run([spec], tmp_path / "b", cpu, on_epoch=stop)
+    [(resumed, _)] = runner.run([spec], tmp_path / "b", cpu)
+    assert all(torch.equal(t, resumed.state[n]) for n, t in whole.state.items())
+    assert [r["test_loss"] for r in whole.metrics] == [r["test_loss"] for r in resumed.metrics]
