@@ -13,7 +13,6 @@ from widecli import data as data_mod
 from widecli import distributed
 from widecli import recipe as recipe_mod
 from widecli.errors import RecipeError
-from widecli.sparsity import weight_modules
 from widecli.train import train
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from widecli import data as data_mod
