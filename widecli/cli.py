@@ -4,22 +4,78 @@ about terminals and exit codes: every WidecliError becomes one red line on stder
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from widecli.errors import WidecliError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Ablation studies on wide, sparse networks at a fixed number of weights.")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# click.exceptions, or the copy of Click that typer >= 0.2x vendors (typer._click.exceptions)
+_cx = sys.modules[typer.BadParameter.__module__]
+
+
+class OneLineGroup(typer.core.TyperGroup):
+    """Usage errors (missing argument, unknown option or command, bad option value) as one red line
+    and exit code 2, instead of Click's multi-line usage box: Click's documented way is to run
+    `main(standalone_mode=False)` and handle the ClickException ourselves."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _cx.NoArgsIsHelpError as e:  # bare `widecli`: the help was printed
+            sys.exit(e.exit_code)
+        except _cx.ClickException as e:
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "widecli"
+            message = " ".join(e.format_message().split()) + _given(e, sys.argv[1:] if args is None else args)
+            err.print(f"[red]error:[/] {escape(where)}: {escape(message)} (see {escape(where)} --help)",
+                      markup=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("[red]interrupted[/]", markup=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            commands = self.list_commands(ctx)
+            close = difflib.get_close_matches(name, commands, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"no such command {name!r}{hint} (commands: {', '.join(commands)})")
+        return super().resolve_command(ctx, args)
+
+
+def _given(e, args: list[str]) -> str:
+    """` (got 'x')`: the value a bad option had on the command line (Click's message leaves it out)."""
+    if not isinstance(e, _cx.BadParameter):
+        return ""
+    opts = getattr(getattr(e, "param", None), "opts", None) or []
+    for i, a in enumerate(args):
+        name, eq, value = str(a).partition("=")
+        if name in opts:
+            got = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+            return f" (got {got!r})" if got is not None else ""
+    return ""
+
+
+app = typer.Typer(name="widecli", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=OneLineGroup,
+                  help="Ablation studies on wide, sparse networks at a fixed number of weights.")
 _debug = {"on": False}
 
 SetOpt = typer.Option(None, "--set", help="override a recipe key: dotted.key=value (YAML value); repeatable")
@@ -120,7 +176,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
           gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
                                              help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
     """Train one run of a recipe and write it to the results directory."""
-    from widecli import distributed, recipe as recipe_mod, runner
+    from widecli import distributed, preflight, recipe as recipe_mod, runner
     from widecli.errors import RecipeError
     from widecli.train import resolve_device
 
@@ -135,6 +191,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     if not distributed.is_main():  # torchrun ranks > 0 train their share silently, write nothing
         runner.run([spec], results, dev)
         return
+    preflight.before_training([spec], results, dev)
     where = f"{spec.train.gpus} x {dev}" if spec.train.gpus > 1 else str(dev)
     out.print(f"[bold]{r.name}[/] run {spec.run_id}: factor {spec.factor:g}, {spec.method}, "
               f"seed {spec.seed}, on {where}")
@@ -233,13 +290,15 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit")) -> None:
     """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
-    from widecli import recipe as recipe_mod, sweep as sweep_mod
+    from widecli import preflight, recipe as recipe_mod, sweep as sweep_mod
 
     r = recipe_mod.load(recipe, set_)
     specs = recipe_mod.expand(r)
     if dry_run:
+        preflight.results_dir(results, [r.name], write=False)
         print_plan(r, sweep_mod.plan(specs, results, force, retry_failed))
         return
+    preflight.before_training(specs, results, device)
     with SweepProgress(r.name, results) as progress:
         summary = sweep_mod.run(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                                 force=force, retry_failed=retry_failed, on_event=progress.on_event,
@@ -360,6 +419,8 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
     both = not (table1 or runs or plot)
     rep = report_mod.build(results, table1_=table1 or both, runs=runs or both, plot=plot, fmt=fmt,
                            out=out_dir, recipes=names or None, expected=expected)
+    for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
+        err.print(f"[yellow]warning:[/] {escape(why)} (not counted)", markup=True)
     for name, shown in rep.shown.items():
         if fmt:
             text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
@@ -402,7 +463,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
            dry_run: bool = typer.Option(False, "--dry-run", help="print the arms and their run counts, train nothing"),
            no_reference: bool = typer.Option(False, "--no-reference", help="leave out the recipe's own setting")) -> None:
     """Compare widening choices, sparsity rules and methods against the recipe's setting (each arm a sweep)."""
-    from widecli import ablate as ablate_mod, report as report_mod, sweep as sweep_mod
+    from widecli import ablate as ablate_mod, preflight, report as report_mod, sweep as sweep_mod
 
     path = recipe or ablate_mod.default_recipe()
     arms, notes = ablate_mod.arms(path, widen_layers or [], rule or [], method or [], set_ or [],
@@ -413,6 +474,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
         out.print(rich_table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
                              f"{len(arms)} arm(s) from {path}"))
         return
+    preflight.before_training(ablate_mod.all_specs(arms), results, device)
     with SweepProgress(arms[0].recipe.name, results) as progress:
         summary = sweep_mod.run(ablate_mod.all_specs(arms), results, jobs=jobs, executor=executor,
                                 address=address, device=device, on_event=progress.on_event)

@@ -6,6 +6,7 @@ Adding a data set is one loader function and one line in DATASETS. A loader retu
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,10 @@ def _torchvision(cls_name: str, how_to_get: str) -> Callable:
                 hint = "set data.download: true" if not cfg.download else how_to_get
                 raise DataError(f"data.root: {cls_name} not found under {root} ({hint})") from None
             first = str(e).splitlines()[0].rstrip(":")
+            bad = _bad_idx(root / cls_name / "raw")
+            if bad:
+                raise DataError(f"{bad}: truncated or corrupt IDX file ({first}); delete it to download "
+                                f"it again, or copy a good one there") from None
             if "download" in first.lower():
                 raise DataError(f"data.root: {cls_name} is not under {root} and the download failed "
                                 f"({first}; no internet access?); {how_to_get}") from None
@@ -97,6 +102,24 @@ def _torchvision(cls_name: str, how_to_get: str) -> Callable:
             return ds.data.numpy().astype(np.float32)[:, None] / 255.0, ds.targets.numpy().astype(np.int64)
         return (*arrays(train), *arrays(test))
     return load
+
+
+def _bad_idx(raw: Path) -> Path | None:
+    """The first IDX file (MNIST's format) in a folder whose size disagrees with its header."""
+    import struct
+
+    for f in sorted(raw.glob("*-ubyte")) if raw.is_dir() else []:
+        blob = f.read_bytes()
+        if len(blob) < 4:
+            return f
+        ndim, size = blob[3], {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}.get(blob[2], 1)
+        header = 4 + 4 * ndim
+        if len(blob) < header:
+            return f
+        dims = struct.unpack(f">{ndim}I", blob[4:header])
+        if len(blob) != header + size * math.prod(dims):
+            return f
+    return None
 
 
 # Files of the torchvision layouts: folder, train files, test files (pickled CIFAR batches).
@@ -143,7 +166,7 @@ def _cifar(name: str) -> Callable:
                         entry = pickle.load(fh, encoding="latin1")
                     xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                     ys.append(np.asarray(entry[label_key], dtype=np.int64))
-                except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+                except Exception as e:  # a corrupt pickle can raise almost anything
                     raise DataError(f"{base / f}: not a readable {cls_name} batch "
                                     f"({type(e).__name__}: {e})") from None
             return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
@@ -166,7 +189,7 @@ def _svhn(cfg) -> Arrays:
             mat = scipy.io.loadmat(str(path))
             x = np.transpose(mat["X"], (3, 2, 0, 1))      # -> [N, C, H, W], as torchvision
             y = mat["y"].astype(np.int64).reshape(-1)
-        except (OSError, ValueError, KeyError, TypeError, scipy.io.matlab.MatReadError) as e:
+        except Exception as e:  # scipy's reader raises IndexError, TypeError, ... on a corrupt file
             raise DataError(f"{path}: not a readable SVHN .mat file ({type(e).__name__}: {e})") from None
         y[y == 10] = 0
         return x.astype(np.float32) / 255.0, y
@@ -181,6 +204,9 @@ def _npz(cfg) -> Arrays:
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise DataError(f"data.path: {path} is not a file")
+    if not zipfile.is_zipfile(path):  # np.load would call it "pickled data", which misleads
+        raise DataError(f"{path}: not a readable npz file (not the zip archive np.savez writes); "
+                        f"data.path needs arrays x_train, y_train, x_test, y_test")
     try:
         z = np.load(path, allow_pickle=False)
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]

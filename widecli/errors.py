@@ -26,3 +26,7 @@ class StoreError(WidecliError):
 
 class DeviceError(WidecliError):
     """The requested device does not exist on this machine."""
+
+
+class ResourceError(WidecliError):
+    """The machine cannot hold what a recipe asks for (e.g. a model larger than the device's memory)."""

@@ -92,6 +92,8 @@ class WidenConfig(_Strict):
     def _methods(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError(f"must be a non-empty list of {', '.join(METHODS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("methods must not repeat")
         return v
 
     @field_validator("layers")
@@ -99,6 +101,8 @@ class WidenConfig(_Strict):
     def _layers(cls, v):
         if isinstance(v, list) and not v:
             raise ValueError("must be first, last, all or a non-empty list of layer names")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("layer names must not repeat")
         return v
 
 
@@ -178,9 +182,12 @@ class Recipe(_Strict):
     def _sweep(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for key, values in v.items():
             if key in GRID_KEYS:
-                raise ValueError(f"{key} is already a grid axis; list its values there")
+                raise ValueError(f"sweep.{key}: {key} is already a grid axis; list its values there")
             if not values:
-                raise ValueError(f"axis {key} needs a non-empty list of values")
+                raise ValueError(f"sweep.{key}: an axis needs a non-empty list of values")
+            canon = [json.dumps(x, sort_keys=True, default=str) for x in values]
+            if len(set(canon)) != len(canon):
+                raise ValueError(f"sweep.{key}: got {json.dumps(values, default=str)}; values must not repeat")
         return v
 
     @model_validator(mode="after")
@@ -188,23 +195,30 @@ class Recipe(_Strict):
         from widecli import models  # registry of names only; no model is built here
 
         if self.model.arch not in models.ARCHS:
-            raise ValueError(f"model.arch: unknown architecture {self.model.arch!r}; "
+            raise ValueError(f"model.arch: unknown architecture {self.model.arch!r}"
+                             f"{_did_you_mean(self.model.arch, models.ARCHS)}; "
                              f"allowed: {', '.join(sorted(models.ARCHS))}")
         from widecli import data
 
         if self.data.dataset not in data.DATASETS:
-            raise ValueError(f"data.dataset: unknown data set {self.data.dataset!r}; "
+            raise ValueError(f"data.dataset: unknown data set {self.data.dataset!r}"
+                             f"{_did_you_mean(self.data.dataset, data.DATASETS)}; "
                              f"allowed: {', '.join(sorted(data.DATASETS))}")
         widenable = models.widenable_layers(self.model)
         if isinstance(self.widen.layers, list):
             for name in self.widen.layers:
                 if name not in widenable:
-                    raise ValueError(f"widen.layers: unknown layer {name!r}; allowed: "
-                                     f"first, last, all or any of {', '.join(widenable)}")
+                    raise ValueError(f"widen.layers: unknown layer {name!r}{_did_you_mean(name, widenable)}; "
+                                     f"allowed: first, last, all or any of {', '.join(widenable)}")
         return self
 
 
 GRID_KEYS = ("widen.factors", "widen.methods", "seeds")
+
+
+def _did_you_mean(name: str, allowed) -> str:
+    hint = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 class RunSpec(_Strict):
@@ -272,7 +286,7 @@ def read_yaml(path: Path) -> dict:
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory; give a recipe .yaml file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -286,6 +300,23 @@ def read_yaml(path: Path) -> dict:
         raise RecipeError(f"{path}: the recipe must be a mapping of keys (name, data, model, ...), "
                           f"got {type(raw).__name__}")
     return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping; give each key once",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -341,7 +372,8 @@ def _describe(err: dict, raw: dict) -> str:
     if kind == "missing":
         return f"missing required key {key!r}"
     msg = err["msg"].removeprefix("Value error, ")
-    if kind == "value_error" and msg.split(":")[0] in ("model.arch", "data.dataset", "widen.layers"):
+    if kind == "value_error" and (msg.split(":")[0] in ("model.arch", "data.dataset", "widen.layers")
+                                  or msg.startswith(f"{key}.")):  # the message names its own key
         return msg
     value = err.get("input")
     shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"

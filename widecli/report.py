@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +49,9 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
         raise StoreError(f"{root}: no such results directory")
     if not recipes and any(root.glob(f"*/{store.RESULT}")):  # given results/<recipe>/ itself
         root, recipes = root.parent, [root.name]
-    found = {}
+    found, rejected = {}, []
     for name in recipes or [None]:
-        found.update(store.finished_runs(root, name))
+        found.update(store.finished_runs(root, name, rejected=rejected))
     rows = [{**store.flatten(r), "stale": _stale(r)} for r in found.values()]
     for spec in expected or []:
         if spec.run_id not in found:
@@ -59,8 +59,10 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
                                        "spec": spec.model_dump(mode="json")}))
     if not rows:
         where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
-        raise StoreError(f"{root}: no finished runs{where}; run `widecli sweep RECIPE` first")
+        why = f" ({len(rejected)} result file(s) rejected: {rejected[0]})" if rejected else ""
+        raise StoreError(f"{root}: no finished runs{where}{why}; run `widecli sweep RECIPE` first")
     df = pd.DataFrame(rows)
+    df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI
     for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return _with_keys(df)
@@ -421,6 +423,7 @@ class Report:
     shown: dict[str, pd.DataFrame]      # the same for people (formatted strings)
     studies: list[Study]
     files: list[Path]
+    rejected: list[str] = field(default_factory=list)   # corrupt/foreign result files, left out
 
 
 def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot: bool = False,
@@ -445,7 +448,7 @@ def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot:
 
         files += [plots.plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
         files += plots.heatmaps(df, out / "plots")
-    return Report(tables, shown, items, files)
+    return Report(tables, shown, items, files, df.attrs.get("rejected", []))
 
 
 def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None) -> list[Path]:

@@ -133,20 +133,29 @@ def is_finished(d: Path) -> bool:
         return False
 
 
-def finished_runs(results: str | Path, recipe: str | None = None, verify_files: bool = True) -> dict[str, dict]:
-    """run_id -> result of every finished run under results/ (one recipe, or all)."""
+def finished_runs(results: str | Path, recipe: str | None = None, verify_files: bool = True,
+                  rejected: list[str] | None = None) -> dict[str, dict]:
+    """run_id -> result of every finished run under results/ (one recipe, or all).
+
+    A result.json that is corrupt, foreign or fails its checksums is left out; `rejected` (if given)
+    collects one line per such file saying why.
+    """
     root = Path(results)
-    dirs = [root / recipe] if recipe else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    out = {}
-    for rd in dirs:
-        if not rd.is_dir():
-            continue
-        for d in rd.iterdir():
-            if d.is_dir() and (d / RESULT).exists():
-                try:
-                    out[d.name] = read_result(d, verify_files)
-                except StoreError:
-                    continue
+    try:
+        dirs = [root / recipe] if recipe else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        out = {}
+        for rd in dirs:
+            if not rd.is_dir():
+                continue
+            for d in sorted(rd.iterdir()):
+                if d.is_dir() and (d / RESULT).exists():
+                    try:
+                        out[d.name] = read_result(d, verify_files)
+                    except StoreError as e:
+                        if rejected is not None:
+                            rejected.append(str(e))
+    except OSError as e:
+        raise StoreError(f"{e.filename or root}: cannot read the results directory ({e.strerror or e})") from None
     return out
 
 
