@@ -310,3 +310,43 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "widecli", "--debug", "check", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "RecipeError" in proc.stderr
+
+
+def test_report_warns_about_a_corrupt_result_and_leaves_it_out(tmp_path, data_root):
+    from widecli import report
+
+    t = Ctx(tmp_path, data_root)
+    good = t.finished_run()
+    r = invoke("train", t.recipe(), "--factor", 1, "--seed", 1, "--results", t.results, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    [bad] = [d for d in (t.results / "tiny").iterdir() if d.is_dir() and d.name not in (good.name, ".locks")]
+    (bad / "result.json").write_text('{"run_id": "x"')
+    r = invoke("report", t.results, "--runs", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(bad / "result.json") in warnings[0] and "not counted" in warnings[0]
+    assert list(report.load_frame(t.results).run_id) == [good.name]
+
+
+def test_ablate_sigint_cleans_up_and_exits_130(tmp_path, data_root):
+    import signal
+    import time
+
+    t = Ctx(tmp_path, data_root)
+    recipe = t.recipe(train={"epochs": 400, "batch_size": 32})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "widecli", "ablate", recipe, "--rule", "erk", "--results",
+                             str(t.results), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=tmp_path)
+    journal = t.results / "tiny" / ".locks" / "journal.log"
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and " start " in journal.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert "resume with: widecli ablate" in stderr.decode() and "Traceback" not in stderr.decode()
+    runs = [d for d in (t.results / "tiny").iterdir() if d.is_dir() and d.name != ".locks"]
+    assert not runs  # the interrupted run's partial files are gone; nothing had finished
+    assert not list((t.results / "tiny" / ".locks").glob("*.lock"))
