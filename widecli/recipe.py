@@ -30,7 +30,7 @@ Rule = Literal["proportional", "leveling", "erk", "uniform", "custom"]
 # run trained stacked, with a sparse backend or from another data folder is still the same run.
 EXECUTION_KEYS = {
     "data": ("root", "download", "pipeline", "workers"),
-    "train": ("stack", "backend", "compile", "checkpoint_every", "gpus"),
+    "train": ("stack", "backend", "compile", "checkpoint_every", "gpus", "fused"),
 }
 
 
@@ -140,11 +140,13 @@ class TrainConfig(_Strict):
     augment: bool = Field(False, description="random crop + flip on the device (image data)")
     stack: Literal["auto", "off"] = Field("auto", description="train runs differing only in seed as one model")
     backend: Literal["auto", "dense", "sparse"] = Field("auto", description="masked dense or sparse weights")
+    fused: Literal["auto", "off"] = Field(
+        "auto", description="auto: plain fp32 MLPs train with the fused no-autograd step (widecli.fused)")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
     gpus: int = Field(1, ge=1, description="GPUs per run (torch.distributed data parallel when > 1)")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every K epochs (0: never)")
 
-    @field_validator("stack", mode="before")
+    @field_validator("stack", "fused", mode="before")
     @classmethod
     def _yaml_off(cls, v):
         # YAML 1.1 reads a bare `off` as false.

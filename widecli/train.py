@@ -26,6 +26,7 @@ from widecli.checkpoint import Checkpoint
 from widecli.build import Built, build
 from widecli.data import NO_FLIP, DeviceDataset, augment
 from widecli.errors import DeviceError
+from widecli.fused import FusedStep, usable as fused_usable
 from widecli.recipe import RunSpec
 from widecli.rng import generator
 from widecli.sparsity import weight_modules
@@ -212,6 +213,9 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
     diverged_at: list[int | None] = [None] * k
     rows: list[list[dict]] = [[] for _ in specs]
     streamed = stream.is_stream(data)  # a folder read by DataLoader workers (widecli.stream)
+    # Plain fp32 MLPs: forward, backward and update as one no-autograd step (widecli.fused).
+    step = (FusedStep(model, opt, masker) if cfg.fused == "auto"
+            and fused_usable(model, opt, precision, cfg, device, streamed) else None)
     ckpt = Checkpoint(checkpoint_dir, [s.run_id for s in specs]) if checkpoint_dir and cfg.checkpoint_every else None
     state = (model, opt, built.masks, [*gens, aug_gen], rows, alive, diverged_at)
     first = ckpt.restore(*state) if ckpt else 0
@@ -239,15 +243,18 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
             b = y.shape[1]
             if cfg.augment and x.dim() >= 4 and not streamed:
                 x = augment(x, aug_gen, flip=flip)
-            with amp:
-                out = forward(x) if stack else forward(to_model_layout(model, x[0]))[None]
-            losses = F.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none")
-            losses = losses.view(k, b).mean(1)
-            opt.zero_grad(set_to_none=True)
-            # The sum's gradient w.r.t. each run's weights is that run's own gradient.
-            (losses.sum() * distributed.grad_scale(b, min(bs, n - i))).backward()
-            opt.step()
-            masker.weights()
+            if step is not None:
+                losses, out = step(x, y)  # includes the update and the masking
+            else:
+                with amp:
+                    out = forward(x) if stack else forward(to_model_layout(model, x[0]))[None]
+                losses = F.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none")
+                losses = losses.view(k, b).mean(1)
+                opt.zero_grad(set_to_none=True)
+                # The sum's gradient w.r.t. each run's weights is that run's own gradient.
+                (losses.sum() * distributed.grad_scale(b, min(bs, n - i))).backward()
+                opt.step()
+                masker.weights()
             with torch.no_grad():
                 loss_sum.add_(losses, alpha=b)
                 correct.add_((out.argmax(-1) == y).sum(1))
@@ -286,7 +293,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
                  "best_test_accuracy": max(r["test_accuracy"] for r in rows[j]),
                  "epochs_run": len(rows[j]), "diverged_at_epoch": diverged_at[j],
                  "wall_time_s": wall / k, "stacked_with": k, "backend": "sparse" if sparse else "dense",
-                 "sparse_layers": ",".join(sparse), **env}
+                 "sparse_layers": ",".join(sparse), "fused_step": step is not None, **env}
         outcomes.append(Outcome(s, "ok" if alive[j] else "diverged", rows[j], final,
                                 slice_state(model, j, stack), {n: m[j:j + 1].cpu() if stack else m.cpu()
                                                                for n, m in built.masks.items()}))

@@ -1,0 +1,127 @@
+"""A fused training step for MLPs: forward, loss gradient, backward and update without autograd.
+
+At small widths a step of eager PyTorch is dominated by fixed per-operation costs (building the
+autograd graph, the engine's bookkeeping, zeroing and reallocating gradients, the optimizer's
+Python wrapper), not by the matmuls. For a plain stacked MLP (`StackedLinear` layers, relu or
+linear activation, fp32) the whole step is a short fixed sequence: batched matmuls on the
+[K, out, in] weights into buffers allocated once per batch size, the softmax cross-entropy
+gradient written in place, and the same fused optimizer kernel `torch.optim` would call, on the
+optimizer's own state tensors (so checkpoints and `opt.state_dict()` are unchanged). Masks are
+enforced after the update exactly as on the autograd path. Results equal the autograd path within
+float tolerance (tests/test_fused.py); the step never synchronizes with the host.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from widecli import distributed
+from widecli.models.mlp import MLP, StackedLinear
+
+
+def usable(model: nn.Module, opt: torch.optim.Optimizer, precision: str, cfg, device: torch.device,
+           streamed: bool = False) -> bool:
+    """Whether `FusedStep` computes exactly what the autograd path would for this run."""
+    if not isinstance(model, MLP) or not isinstance(model.act, (nn.ReLU, nn.Identity)):
+        return False
+    if not all(type(getattr(model, n)) is StackedLinear for n in model.names):
+        return False  # bottleneck (FactorizedLinear) or sparse (CSR) layers keep autograd
+    if precision != "fp32" or cfg.compile or distributed.active() or streamed:
+        return False
+    if any(p.dtype != torch.float32 or p.device != device for p in model.parameters()):
+        return False
+    group = opt.param_groups[0]
+    return (len(opt.param_groups) == 1 and not group.get("maximize") and not group.get("dampening")
+            and isinstance(opt, (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)))
+
+
+class FusedStep:
+    """One training step of a stacked MLP: `losses, logits = step(x, y)` then the update."""
+
+    def __init__(self, model: MLP, opt: torch.optim.Optimizer, masker):
+        self.model, self.opt, self.masker = model, opt, masker
+        self.layers: list[StackedLinear] = [getattr(model, n) for n in model.names]
+        self.relu = isinstance(model.act, nn.ReLU)
+        self.params = [p for g in opt.param_groups for p in g["params"]]
+        for p in self.params:  # persistent gradient buffers, overwritten (never accumulated) each step
+            p.grad = torch.zeros_like(p)
+        self.buffers: dict[int, dict] = {}
+        self.sgd = isinstance(opt, torch.optim.SGD) and opt.param_groups[0].get("fused")
+
+    def _buffers(self, k: int, b: int, like: torch.Tensor) -> dict:
+        """Activations and input gradients for batch size b, allocated once (the last batch of an
+        epoch is smaller): fresh large allocations on CPU cost page faults every step."""
+        if b not in self.buffers:
+            new = lambda n: torch.empty(k, b, n, dtype=like.dtype, device=like.device)
+            self.buffers[b] = {
+                "acts": [new(m.out_features) for m in self.layers],
+                "grads": [new(m.in_features) for m in self.layers[1:]],
+                "minus_one": torch.full((k, b, 1), -1.0, dtype=like.dtype, device=like.device),
+                "nll": torch.empty(k, b, 1, dtype=like.dtype, device=like.device),
+            }
+        return self.buffers[b]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on a [K, B, ...] batch with [K, B] labels; returns (mean loss per run [K], logits)."""
+        k, b = y.shape
+        buf = self._buffers(k, b, self.layers[0].weight)
+        h, inputs = x.reshape(k, b, -1), []
+        for layer, out in zip(self.layers, buf["acts"]):
+            inputs.append(h)
+            wt = layer.weight.transpose(1, 2)
+            if layer.bias is None:
+                torch.bmm(h, wt, out=out)
+                if layer.scale != 1.0:
+                    out.mul_(layer.scale)
+            else:
+                torch.baddbmm(layer.bias.unsqueeze(1), h, wt, alpha=layer.scale, out=out)
+            if self.relu and layer is not self.layers[-1]:
+                out.relu_()
+            h = out
+        logits = h.clone()  # the caller counts hits on these; h becomes the loss gradient
+        # Softmax cross-entropy: loss = -log p[y]; its gradient w.r.t. the logits is p - onehot(y).
+        yi = y.unsqueeze(-1)
+        torch.log_softmax(logits, -1, out=h)
+        torch.gather(h, 2, yi, out=buf["nll"])
+        losses = buf["nll"].squeeze(-1).sum(1).mul_(-1.0 / b)
+        g = h.exp_().scatter_add_(2, yi, buf["minus_one"])
+        # g holds the gradient up to the factor c (1/B for the mean, times the scales passed).
+        c = 1.0 / b
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            layer.weight.grad.baddbmm_(g.transpose(1, 2), inputs[i], beta=0.0, alpha=c * layer.scale)
+            if layer.bias is not None:
+                torch.sum(g, 1, out=layer.bias.grad)
+                layer.bias.grad.mul_(c)
+            if i:
+                gin = torch.bmm(g, layer.weight, out=buf["grads"][i - 1])
+                if self.relu:  # relu'(z) = [a > 0] where a = relu(z) is the stored input
+                    torch.ops.aten.threshold_backward.grad_input(gin, inputs[i], 0.0, grad_input=gin)
+                c *= layer.scale
+                g = gin
+        self._update()
+        self.masker.weights()
+        return losses, logits
+
+    def _update(self) -> None:
+        """The optimizer's own update on its own state: the fused SGD kernel called directly (its
+        Python wrapper costs as much as the kernel at small widths), else `opt.step()`."""
+        if not self.sgd:
+            self.opt.step()
+            return
+        group = self.opt.param_groups[0]
+        grads = [p.grad for p in self.params]
+        momentum = group["momentum"]
+        bufs, first = [], False
+        if momentum:
+            state = [self.opt.state[p] for p in self.params]
+            first = all("momentum_buffer" not in s for s in state)
+            if first:  # torch.optim.SGD: the first step's buffer is the gradient itself
+                for s, gr in zip(state, grads):
+                    s["momentum_buffer"] = torch.empty_like(gr)
+            bufs = [s["momentum_buffer"] for s in state]
+        torch._fused_sgd_(self.params, grads, bufs, weight_decay=group["weight_decay"], momentum=momentum,
+                          lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
+                          maximize=group["maximize"], is_first_step=first)
