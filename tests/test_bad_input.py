@@ -350,3 +350,13 @@ def test_ablate_sigint_cleans_up_and_exits_130(tmp_path, data_root):
     runs = [d for d in (t.results / "tiny").iterdir() if d.is_dir() and d.name != ".locks"]
     assert not runs  # the interrupted run's partial files are gone; nothing had finished
     assert not list((t.results / "tiny" / ".locks").glob("*.lock"))
+
+
+def test_memory_check_skips_stored_runs_so_a_finished_sweep_still_resumes(tmp_path, data_root, monkeypatch):
+    t = Ctx(tmp_path, data_root)
+    t.finished_run()
+    monkeypatch.setattr(preflight, "available_memory", lambda device: (1, "available RAM"))
+    r = invoke("sweep", t.recipe(), "--set", "widen.factors=[1]", "--results", t.results, "--device", "cpu")
+    assert r.exit_code == 0 and "nothing to train" in r.output, r.output
+    r = invoke("train", t.recipe(), "--factor", 1, "--results", t.results, "--device", "cpu")  # trains again
+    assert r.exit_code == 2 and "needs about" in r.stderr and "has 1 B available RAM" in r.stderr, r.output

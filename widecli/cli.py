@@ -191,7 +191,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     if not distributed.is_main():  # torchrun ranks > 0 train their share silently, write nothing
         runner.run([spec], results, dev)
         return
-    preflight.before_training([spec], results, dev)
+    preflight.before_training([spec], results, dev, force=True)
     where = f"{spec.train.gpus} x {dev}" if spec.train.gpus > 1 else str(dev)
     out.print(f"[bold]{r.name}[/] run {spec.run_id}: factor {spec.factor:g}, {spec.method}, "
               f"seed {spec.seed}, on {where}")
@@ -298,7 +298,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         preflight.results_dir(results, [r.name], write=False)
         print_plan(r, sweep_mod.plan(specs, results, force, retry_failed))
         return
-    preflight.before_training(specs, results, device)
+    preflight.before_training(specs, results, device, force)
     with SweepProgress(r.name, results) as progress:
         summary = sweep_mod.run(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                                 force=force, retry_failed=retry_failed, on_event=progress.on_event,

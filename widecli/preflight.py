@@ -170,9 +170,15 @@ def memory(specs: list[RunSpec], device: torch.device) -> None:
             f"{size(e.activations)}) but {device.type} has {size(free)} {what}; reduce {width_keys(largest)}")
 
 
-def before_training(specs: list[RunSpec], results: str | Path, device: str | torch.device) -> None:
-    """Everything `train`, `sweep` and `ablate` check before the first run starts."""
+def before_training(specs: list[RunSpec], results: str | Path, device: str | torch.device,
+                    force: bool = False) -> None:
+    """Everything `train`, `sweep` and `ablate` check before the first run starts (force: stored
+    runs will be trained again too)."""
     from widecli.train import resolve_device
 
+    from widecli import store
+
     results_dir(results, sorted({s.recipe for s in specs}))
-    memory(specs, device if isinstance(device, torch.device) else resolve_device(device))
+    # Runs already stored are not trained again: a finished study of a big model still resumes.
+    todo = [s for s in specs if force or not (store.run_dir(results, s) / store.RESULT).exists()]
+    memory(todo, device if isinstance(device, torch.device) else resolve_device(device))
