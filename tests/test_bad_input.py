@@ -212,6 +212,7 @@ CASES = [
     ("memory-over-available", tiny_memory, ["MiB", "available RAM", "cpu"]),
     # ---- command line
     ("file-missing", lambda t: ["check", t.tmp / "nope.yaml"], ["nope.yaml", "no such recipe"]),
+    ("file-name-like-markup", lambda t: ["check", t.text("[b]r.yaml", "name: x\n")], ["[b]r.yaml", "'data'"]),
     ("file-is-directory", lambda t: ["check", t.tmp], ["directory", "recipe"]),
     ("set-no-equals", lambda t: ["check", t.recipe(), "--set", "train.lr"], ["train.lr", "dotted.key=value"]),
     ("set-bad-key", lambda t: ["check", t.recipe(), "--set", "=3"], ["--set", "dotted.key=value"]),

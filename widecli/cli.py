@@ -116,12 +116,12 @@ def handled(fn: Callable) -> Callable:
         except WidecliError as e:
             if _debug["on"]:
                 raise
-            err.print(f"[red]error:[/] {e}", markup=True)
+            err.print(f"[red]error:[/] {escape(str(e))}", markup=True)  # a value like [b] is not markup
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
             again = shlex.join(["widecli", *sys.argv[1:]])
             err.print(f"[red]interrupted[/]: finished runs are kept and the current run's partial files "
-                      f"were removed; resume with: {again}", markup=True)
+                      f"were removed; resume with: {escape(again)}", markup=True)
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     return wrapper
 
