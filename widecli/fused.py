@@ -50,15 +50,18 @@ class FusedStep:
         self.sgd = isinstance(opt, torch.optim.SGD) and opt.param_groups[0].get("fused")
 
     def _buffers(self, k: int, b: int, like: torch.Tensor) -> dict:
-        """Activations and input gradients for batch size b, allocated once (the last batch of an
-        epoch is smaller): fresh large allocations on CPU cost page faults every step."""
+        """Activations and gradients for batch size b, allocated once (the last batch of an epoch
+        is smaller). The logits are kept transposed, [K, classes, B]: PyTorch's CPU log_softmax over
+        a last dimension of 10 is ~10x slower than over a strided one of that size."""
         if b not in self.buffers:
-            new = lambda n: torch.empty(k, b, n, dtype=like.dtype, device=like.device)
+            new = lambda *shape: torch.empty(k, *shape, dtype=like.dtype, device=like.device)
+            classes = self.layers[-1].out_features
             self.buffers[b] = {
-                "acts": [new(m.out_features) for m in self.layers],
-                "grads": [new(m.in_features) for m in self.layers[1:]],
-                "minus_one": torch.full((k, b, 1), -1.0, dtype=like.dtype, device=like.device),
-                "nll": torch.empty(k, b, 1, dtype=like.dtype, device=like.device),
+                "acts": [new(b, m.out_features) for m in self.layers[:-1]] + [new(classes, b)],
+                "logp": new(classes, b),
+                "grads": [new(b, m.in_features) for m in self.layers[1:]],
+                "minus_one": torch.full((k, 1, b), -1.0, dtype=like.dtype, device=like.device),
+                "nll": new(1, b),
             }
         return self.buffers[b]
 
@@ -67,43 +70,43 @@ class FusedStep:
         """Train on a [K, B, ...] batch with [K, B] labels; returns (mean loss per run [K], logits)."""
         k, b = y.shape
         buf = self._buffers(k, b, self.layers[0].weight)
-        h, inputs = x.reshape(k, b, -1), []
-        for layer, out in zip(self.layers, buf["acts"]):
+        h, inputs, last = x.reshape(k, b, -1), [], len(self.layers) - 1
+        for i, (layer, out) in enumerate(zip(self.layers, buf["acts"])):
             inputs.append(h)
-            wt = layer.weight.transpose(1, 2)
+            # Hidden layers: h W^T -> [K, B, out]; the last: W h^T -> logits^T [K, classes, B].
+            a, w = (layer.weight, h.transpose(1, 2)) if i == last else (h, layer.weight.transpose(1, 2))
             if layer.bias is None:
-                torch.bmm(h, wt, out=out)
+                torch.bmm(a, w, out=out)
                 if layer.scale != 1.0:
                     out.mul_(layer.scale)
             else:
-                torch.baddbmm(layer.bias.unsqueeze(1), h, wt, alpha=layer.scale, out=out)
-            if self.relu and layer is not self.layers[-1]:
+                bias = layer.bias.unsqueeze(2 if i == last else 1)
+                torch.baddbmm(bias, a, w, alpha=layer.scale, out=out)
+            if self.relu and i < last:
                 out.relu_()
             h = out
-        logits = h.clone()  # the caller counts hits on these; h becomes the loss gradient
         # Softmax cross-entropy: loss = -log p[y]; its gradient w.r.t. the logits is p - onehot(y).
-        yi = y.unsqueeze(-1)
-        torch.log_softmax(logits, -1, out=h)
-        torch.gather(h, 2, yi, out=buf["nll"])
-        losses = buf["nll"].squeeze(-1).sum(1).mul_(-1.0 / b)
-        g = h.exp_().scatter_add_(2, yi, buf["minus_one"])
-        # g holds the gradient up to the factor c (1/B for the mean, times the scales passed).
+        yi = y.unsqueeze(1)
+        logp = torch.log_softmax(h, 1, out=buf["logp"])
+        losses = torch.gather(logp, 1, yi, out=buf["nll"]).sum(2).squeeze(1).mul_(-1.0 / b)
+        gt = logp.exp_().scatter_add_(1, yi, buf["minus_one"])  # [K, out, B]
+        # gt holds the gradient up to the factor c (1/B for the mean, times the scales passed).
         c = 1.0 / b
-        for i in range(len(self.layers) - 1, -1, -1):
+        for i in range(last, -1, -1):
             layer = self.layers[i]
-            layer.weight.grad.baddbmm_(g.transpose(1, 2), inputs[i], beta=0.0, alpha=c * layer.scale)
+            layer.weight.grad.baddbmm_(gt, inputs[i], beta=0.0, alpha=c * layer.scale)
             if layer.bias is not None:
-                torch.sum(g, 1, out=layer.bias.grad)
+                torch.sum(gt, 2, out=layer.bias.grad)
                 layer.bias.grad.mul_(c)
             if i:
-                gin = torch.bmm(g, layer.weight, out=buf["grads"][i - 1])
+                gin = torch.bmm(gt.transpose(1, 2), layer.weight, out=buf["grads"][i - 1])
                 if self.relu:  # relu'(z) = [a > 0] where a = relu(z) is the stored input
                     torch.ops.aten.threshold_backward.grad_input(gin, inputs[i], 0.0, grad_input=gin)
                 c *= layer.scale
-                g = gin
+                gt = gin.transpose(1, 2)
         self._update()
         self.masker.weights()
-        return losses, logits
+        return losses, h.transpose(1, 2)
 
     def _update(self) -> None:
         """The optimizer's own update on its own state: the fused SGD kernel called directly (its
