@@ -31,7 +31,12 @@ def results_dir(results: str | Path, recipes: list[str], write: bool = True) -> 
     for name in recipes:
         folder = Path(results) / name
         for p in (Path(results), folder):
-            if p.exists() and not p.is_dir():
+            try:
+                not_dir = p.exists() and not p.is_dir()
+            except OSError as e:  # a parent that cannot be searched
+                raise StoreError(f"--results: cannot read {p} ({e.strerror or e}); give a directory you "
+                                 f"can read and write") from None
+            if not_dir:
                 raise StoreError(f"--results: {p} is not a directory; give a folder for the results")
         try:
             if write:
