@@ -105,3 +105,18 @@ def test_journal_appends_one_line_per_event(tmp_path, spec):
     lines = (tmp_path / spec.recipe / store.LOCKS / "journal.log").read_text().splitlines()
     assert [line.split()[3:] for line in lines] == [["start", spec.run_id], ["done", spec.run_id, "ok"]]
     assert lines[0].split()[2] == str(os.getpid())
+
+
+def test_stripped_weights_keep_a_run_finished_but_changed_weights_do_not(tmp_path, spec):
+    # Committed studies keep result.json and metrics.csv but not model.pt (git-ignored).
+    d = finished_run(tmp_path, spec)
+    (d / store.MODEL).unlink()
+    assert store.is_finished(d)
+    with pytest.raises(StoreError, match="weights of this run were not kept"):
+        store.load_model(d)
+    d = finished_run(tmp_path / "b", spec)
+    (d / store.MODEL).write_bytes(b"tampered")
+    assert not store.is_finished(d)
+    (d / store.MODEL).unlink()
+    (d / store.METRICS).write_text("epoch\n1\n")
+    assert not store.is_finished(d)

@@ -116,6 +116,10 @@ def read_result(d: Path, verify_files: bool = True) -> dict:
         for name, digest in result["checksums"].items():
             if name == "content":
                 continue
+            if name == MODEL and not (d / name).exists():
+                # Weights deliberately not kept (committed studies strip model.pt): result.json is
+                # written last, so its valid presence still proves the run finished.
+                continue
             try:
                 ok = _sha((d / name).read_bytes()) == digest
             except OSError:
@@ -207,6 +211,9 @@ def load_model(d: str | Path, device: str = "cpu") -> torch.nn.Module:
 
     d = Path(d)
     result = read_result(d)
+    if not (d / MODEL).exists():
+        raise StoreError(f"{d / MODEL}: the trained weights of this run were not kept (only its "
+                         f"metrics were); re-train it with `widecli sweep --force` to get them")
     spec = RunSpec.model_validate(result["spec"])
     shape, classes = tuple(result["data"]["input_shape"]), result["data"]["num_classes"]
     p = plan(spec, shape, classes)
