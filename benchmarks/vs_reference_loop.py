@@ -98,6 +98,11 @@ def widecli_train(s, data) -> tuple[list[float], float]:
     return [r["seconds"] for r in o.metrics], o.final["test_accuracy"]
 
 
+def autograd_train(s, data) -> tuple[list[float], float]:
+    """widecli's trainer with the fused MLP step off (`train.fused: off`): the autograd path."""
+    return widecli_train(s.model_copy(update={"train": s.train.model_copy(update={"fused": "off"})}), data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
@@ -109,15 +114,17 @@ def main() -> None:
     header(f"widecli trainer vs DataLoader loop: 784-h-10 MLP, batch 128, SGD, {len(data.y_train)} "
            f"train / {len(data.y_test)} test examples (MNIST-1D upsampled to 784), {args.epochs} epochs")
     print("# epoch time (train + test pass) = fastest epoch after the first, best of interleaved repeats")
+    print("# widecli: the trainer as used (fused MLP step where valid; sparse layers where auto picks them)")
+    print("# autograd: the same trainer with train.fused: off")
     print("# widecli x8: 8 seeds of the run stacked in one model, time per run (a sweep over seeds)")
-    print(f"{'h':>5} {'factor':>6} {'conn':>6} {'reference s/epoch':>18} {'widecli s/epoch':>16} "
-          f"{'speed-up':>8} {'widecli x8 s/run':>16} {'speed-up':>8} {'ref acc':>8} {'widecli acc':>11} "
-          f"{'x8 mean acc':>11}")
+    print(f"{'h':>5} {'factor':>6} {'conn':>6} {'reference s/epoch':>18} {'autograd s/epoch':>16} "
+          f"{'speed-up':>8} {'widecli s/epoch':>16} {'speed-up':>8} {'widecli x8 s/run':>16} {'speed-up':>8} "
+          f"{'ref acc':>8} {'widecli acc':>11} {'x8 mean acc':>11}")
     for h in args.hidden:
         for factor, method in ((1, "dense"), (4, "sparse")):
             base = h // factor if method == "sparse" else h
             s = spec(hidden=base, factor=factor, method=method, epochs=args.epochs)
-            got: dict[str, list] = {"ref": [], "widecli": [], "x8": []}
+            got: dict[str, list] = {"ref": [], "autograd": [], "widecli": [], "x8": []}
 
             def run(fn, key):
                 def go():
@@ -125,12 +132,14 @@ def main() -> None:
                     got[key].append((best_epoch([{'seconds': t} for t in times]), acc))
                     return got[key][-1][0]
                 return go
-            med = interleaved({"ref": run(reference_train, "ref"), "widecli": run(widecli_train, "widecli"),
-                               "x8": run(stacked_train, "x8")}, args.repeats)
+            med = interleaved({"ref": run(reference_train, "ref"), "autograd": run(autograd_train, "autograd"),
+                               "widecli": run(widecli_train, "widecli"), "x8": run(stacked_train, "x8")},
+                              args.repeats)
             conn = build([s], data.input_shape, 10).plan.connectivity
             accs = {k: statistics.mean(a for _, a in v) for k, v in got.items()}
-            print(f"{h:>5} {factor:>6} {conn:>6.3f} {med['ref']:>18.4f} {med['widecli']:>16.4f} "
-                  f"{med['ref'] / med['widecli']:>7.2f}x {med['x8']:>16.4f} {med['ref'] / med['x8']:>7.2f}x "
+            print(f"{h:>5} {factor:>6} {conn:>6.3f} {med['ref']:>18.4f} {med['autograd']:>16.4f} "
+                  f"{med['ref'] / med['autograd']:>7.2f}x {med['widecli']:>16.4f} {med['ref'] / med['widecli']:>7.2f}x "
+                  f"{med['x8']:>16.4f} {med['ref'] / med['x8']:>7.2f}x "
                   f"{accs['ref']:>8.4f} {accs['widecli']:>11.4f} {accs['x8']:>11.4f}",
                   flush=True)
 
