@@ -29,9 +29,12 @@ from widecli import store, sweep
 NAME = "chaos"
 
 
-def write_recipe(folder: Path, data_root: Path, kills: int) -> Path:
+def write_recipe(folder: Path, data_root: Path, kills: int, window: float = 0.8) -> Path:
     """A tiny MLP study with enough stacked groups that a sweep outlives `kills` restarts."""
-    factors = [1 + 0.5 * i for i in range(max(2, kills // 2 + 1))]
+    # A restart trains up to ~9 stacked groups before its kill lands with window 0.8 s (~0.1 s per
+    # group on 2 busy cores; measured): 5 factors (10 groups) per kill and second of window, so all
+    # kills land before the sweep is done (80 factors for 20 kills at 0.8 s, 6 for 3 at 0.4 s).
+    factors = [1 + 0.5 * i for i in range(max(2, round(5 * kills * window)))]
     raw = {"name": NAME, "data": {"dataset": "mnist1d", "root": str(data_root)},
            "model": {"arch": "mlp", "hidden": [16]},
            "widen": {"layers": "first", "factors": factors, "methods": ["sparse", "dense"]},
@@ -105,13 +108,25 @@ def comparable(path: Path) -> pd.DataFrame:
     return df.sort_values("run_id").reset_index(drop=True)
 
 
+def same_runs_csv(a: Path, b: Path) -> bool:
+    """Equal apart from timings and how a run was executed: a run redone alone after its stacked
+    partner had finished (stacked_with 1, not 2) differs from the stacked computation by fp32
+    rounding (measured: 1 ulp of one train_loss), so floats compare to 1e-4 relative."""
+    x, y = (comparable(p).drop(columns="stacked_with", errors="ignore") for p in (a, b))
+    try:
+        pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-4)
+        return True
+    except AssertionError:
+        return False
+
+
 def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None = None,
           workdir: Path | None = None, window: float = 0.8) -> dict:
     """Run the chaos experiment; returns its figures."""
     rng = random.Random(seed)
     work = Path(workdir or tempfile.mkdtemp(prefix="widecli-chaos-"))
     data_root = Path(data_root or work / "data")
-    recipe = write_recipe(work, data_root, kills)
+    recipe = write_recipe(work, data_root, kills, window)
     specs = recipe_mod.expand(recipe_mod.load(recipe))
     reference = sweep.run(specs, work / "reference", device="cpu")
     results = work / "results"
@@ -133,7 +148,7 @@ def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None 
     half += bad
     duplicated |= {r for r in done if r in final and final[r] != done[r]}
     lost |= {s.run_id for s in specs} - set(final)
-    equal = comparable(reference.runs_csv).equals(comparable(results / NAME / store.INDEX))
+    equal = same_runs_csv(reference.runs_csv, results / NAME / store.INDEX)
     return {"kills": killed, "runs": len({s.run_id for s in specs}), "runs_lost": len(lost),
             "runs_duplicated": len(duplicated), "half_written_read_as_finished": half,
             "runs_csv_equal": equal, "final_exit_code": proc.returncode,
