@@ -22,7 +22,8 @@ from widecli.models.mlp import StackedLinear
 
 # `auto` makes a masked layer sparse only on CPU, below this connectivity and above this size: the
 # crossover measured by benchmarks/sparse.py (CSR kernels run far below dense GEMM FLOP rates).
-AUTO_MAX_CONNECTIVITY = 0.2
+# Against the fused dense MLP step (widecli.fused) CSR gains 1.08x at 0.1 and loses (0.81x) at 0.14.
+AUTO_MAX_CONNECTIVITY = 0.1
 AUTO_MIN_WEIGHTS = 1 << 16
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
