@@ -92,3 +92,11 @@ def test_fused_checkpoint_has_the_optimizer_state_layout(make_recipe, tmp_path):
         assert fused_opt["state"][i].keys() == s.keys() == {"momentum_buffer"}
         torch.testing.assert_close(fused_opt["state"][i]["momentum_buffer"], s["momentum_buffer"],
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_fused_off_is_an_execution_key(make_recipe):
+    """YAML's bare `off` (read as false) means off, and the key leaves run ids unchanged."""
+    off = recipe_mod.load(make_recipe({"train": {"fused": False}}))
+    assert off.train.fused == "off"
+    on = recipe_mod.load(make_recipe({}))
+    assert recipe_mod.make_spec(off, 1, "dense", 0).run_id == recipe_mod.make_spec(on, 1, "dense", 0).run_id

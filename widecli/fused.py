@@ -20,16 +20,15 @@ from widecli import distributed
 from widecli.models.mlp import MLP, StackedLinear
 
 
-def usable(model: nn.Module, opt: torch.optim.Optimizer, precision: str, cfg, device: torch.device,
-           streamed: bool = False) -> bool:
-    """Whether `FusedStep` computes exactly what the autograd path would for this run."""
+def usable(model: nn.Module, opt: torch.optim.Optimizer, precision: str, cfg, streamed: bool = False) -> bool:
+    """Whether `FusedStep` computes what the autograd path computes (within float tolerance)."""
     if not isinstance(model, MLP) or not isinstance(model.act, (nn.ReLU, nn.Identity)):
         return False
     if not all(type(getattr(model, n)) is StackedLinear for n in model.names):
         return False  # bottleneck (FactorizedLinear) or sparse (CSR) layers keep autograd
     if precision != "fp32" or cfg.compile or distributed.active() or streamed:
         return False
-    if any(p.dtype != torch.float32 or p.device != device for p in model.parameters()):
+    if any(p.dtype != torch.float32 for p in model.parameters()):
         return False
     group = opt.param_groups[0]
     return (len(opt.param_groups) == 1 and not group.get("maximize") and not group.get("dampening")

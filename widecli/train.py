@@ -215,7 +215,7 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
     streamed = stream.is_stream(data)  # a folder read by DataLoader workers (widecli.stream)
     # Plain fp32 MLPs: forward, backward and update as one no-autograd step (widecli.fused).
     step = (FusedStep(model, opt, masker) if cfg.fused == "auto"
-            and fused_usable(model, opt, precision, cfg, device, streamed) else None)
+            and fused_usable(model, opt, precision, cfg, streamed) else None)
     ckpt = Checkpoint(checkpoint_dir, [s.run_id for s in specs]) if checkpoint_dir and cfg.checkpoint_every else None
     state = (model, opt, built.masks, [*gens, aug_gen], rows, alive, diverged_at)
     first = ckpt.restore(*state) if ckpt else 0
