@@ -160,7 +160,8 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, stack: int | None, amp) ->
             out = model(xb.unsqueeze(0).expand(k, *xb.shape)) if stack else model(xb)[None]
         out = out.float()
         yk = yb.unsqueeze(0).expand(k, -1)
-        loss_sum += F.cross_entropy(out.flatten(0, 1), yk.flatten(), reduction="none").view(k, -1).sum(1)
+        # Classes in dim 1: CPU log_softmax over a contiguous last dim of 10 is ~10x slower.
+        loss_sum += F.cross_entropy(out.transpose(1, 2).contiguous(), yk, reduction="none").sum(1)
         correct += (out.argmax(-1) == yk).sum(1)
     return loss_sum / len(y), correct / len(y)
 
