@@ -32,8 +32,9 @@ from widecli.rng import generator
 from widecli.sparsity import weight_modules
 
 EVAL_BATCH = 4096
-# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: measured
-# between 784-256-10 (200k weights, 1.3x faster stacked) and 784-1024-10 (800k, 0.94x).
+# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: with the
+# fused step, K = 8 stacked is 1.54x at 784-64-10, 1.18x at 784-256-10 (200k weights) and 0.92x at
+# 784-1024-10 (800k) (benchmarks/results/stacked.txt).
 CPU_STACK_MAX_WEIGHTS = 1 << 19
 
 
