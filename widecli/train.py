@@ -74,9 +74,8 @@ def should_stack(specs: list[RunSpec], device: torch.device, input_shape=None, n
     """Whether these runs should train as one stacked model on `device` (`train.stack: auto`).
 
     Only runs that differ in seed alone, of an architecture with a stack dimension (MLPs), and not
-    bound for the sparse backend (CSR weights hold one run). On CPU only small models: K = 8
-    stacked MLPs beat one by one by 2.1x at 784-64-10 and 1.3x at 784-256-10 but lose at
-    784-1024-10 (benchmarks/results/stacked.txt), where one run already keeps the cores busy.
+    bound for the sparse backend (CSR weights hold one run). On CPU only small models (see
+    CPU_STACK_MAX_WEIGHTS): at 784-1024-10 one run already keeps the cores busy.
     """
     if len(specs) < 2 or any(s.train.stack == "off" for s in specs):
         return False
