@@ -129,6 +129,12 @@ def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None 
     recipe = write_recipe(work, data_root, kills, window)
     specs = recipe_mod.expand(recipe_mod.load(recipe))
     reference = sweep.run(specs, work / "reference", device="cpu")
+    # Kill within about two groups' training time of a run's start (measured in the reference
+    # sweep): on a fast machine a fixed window lets one restart finish the whole sweep before all
+    # kills have landed.
+    runs = pd.read_csv(reference.runs_csv)
+    per_group = float((runs["wall_time_s"] * runs["stacked_with"]).median())
+    window = min(window, max(0.02, 2 * per_group))
     results = work / "results"
 
     done, killed, lost, duplicated, half = {}, 0, set(), set(), 0
