@@ -210,3 +210,15 @@ def test_runs_under_outdated_ids_are_noted(tmp_path, make_recipe, monkeypatch):
         _write(results, recipe.make_spec(r, 2, "sparse", 0), 0.6, 0.5)
     [row] = report.table1(report.studies(report.load_frame(results))).to_dict("records")
     assert "1 run(s) under outdated run ids" in row["note"] and row["sparse"] == 0.6
+
+
+def test_study_names_are_stable_when_another_recipe_is_added(synthetic, make_recipe):
+    results, _ = synthetic
+    before = sorted(s.name for s in report.studies(report.load_frame(results)))
+    assert before == ["syn-first-erk", "syn-first-proportional"]
+    other = recipe.load(make_recipe({"train": {"epochs": 7, "lr": 0.3}, "data": {"subset": 50}}, name="other"))
+    _write(results, recipe.make_spec(other, 1, "dense", 0), 0.5, 1.0)
+    _write(results, recipe.make_spec(other, 2, "sparse", 0), 0.6, 0.5)
+    names = sorted(s.name for s in report.studies(report.load_frame(results)))
+    assert [n for n in names if n.startswith("syn")] == before
+    assert all("nan" not in n for n in names)

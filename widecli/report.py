@@ -114,6 +114,11 @@ def studies(df: pd.DataFrame) -> list[Study]:
     bases_with_wide = set(wide["_base"])
     keys += [b for b in dict.fromkeys(df["_base"]) if b not in bases_with_wide]
     varying = _varying(df, keys)
+    # File names use only what varies within the study's own recipe, so adding another recipe's
+    # results never renames (and breaks links to) a study's plot.
+    recipe_of = {k: _first_row(df, k)["recipe"] for k in keys}
+    varying_in = {r: [c for c in varying if c in _varying(df, [k for k in keys if recipe_of[k] == r])]
+                  for r in set(recipe_of.values())}
     out = []
     for key in keys:
         first = _first_row(df, key)
@@ -125,7 +130,7 @@ def studies(df: pd.DataFrame) -> list[Study]:
         if is_sparse:
             members |= (df["_study"] == key) & (df["method"] == "sparse") & (df["factor"] > 1)
         labels = _labels(first, key != base, is_sparse, varying)
-        out.append(Study(_name(labels), labels, df[members], is_sparse))
+        out.append(Study(_name(labels, varying_in[first["recipe"]]), labels, df[members], is_sparse))
     out.sort(key=lambda s: [str(v) for v in s.labels.values()])
     _dedup_names(out)
     return out
@@ -163,9 +168,11 @@ def _labels(row: pd.Series, wide: bool, sparse: bool, varying: list[str]) -> dic
     return labels
 
 
-def _name(labels: dict) -> str:
-    parts = [_short(v) for k, v in labels.items() if k not in ("dataset", "model") and v != "-"]
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)).strip("_")
+def _name(labels: dict, varying: list[str]) -> str:
+    """recipe-widened-rule plus key=value for each setting that varies within the recipe."""
+    parts = [_short(labels[k]) for k in ("recipe", "widened", "rule") if labels[k] != "-"]
+    parts += [f"{c.split('.')[-1]}={_short(labels[c])}" for c in varying if labels.get(c, "-") != "-"]
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "-".join(parts)).strip("_")
 
 
 def _short(v) -> str:
