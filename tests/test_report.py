@@ -222,3 +222,14 @@ def test_study_names_are_stable_when_another_recipe_is_added(synthetic, make_rec
     names = sorted(s.name for s in report.studies(report.load_frame(results)))
     assert [n for n in names if n.startswith("syn")] == before
     assert all("nan" not in n for n in names)
+
+
+def test_two_recipes_holding_the_same_runs_each_keep_them(synthetic, make_recipe):
+    results, r = synthetic
+    twin = r.model_copy(update={"name": "twin"})  # same specs, so the same run ids, another folder
+    for seed, acc in enumerate(BASE):
+        _write(results, recipe.make_spec(twin, 1, "dense", seed), acc, 1.0)
+    df = report.load_frame(results)
+    assert (df["recipe"] == "syn").sum() == 3 + sum(map(len, ACC.values())) + 5
+    assert (df["recipe"] == "twin").sum() == 3
+    assert len(store.finished_runs(results)) == len(df)

@@ -51,10 +51,12 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
         root, recipes = root.parent, [root.name]
     found, rejected = {}, []
     for name in recipes or [None]:
-        found.update(store.finished_runs(root, name, rejected=rejected))
+        # Keyed by (recipe, run id): recipes may share runs (same spec), each study keeps its own.
+        found.update({(r["recipe"], r["run_id"]): r
+                      for r in store.finished_runs(root, name, rejected=rejected).values()})
     rows = [{**store.flatten(r), "stale": _stale(r)} for r in found.values()]
     for spec in expected or []:
-        if spec.run_id not in found:
+        if (spec.recipe, spec.run_id) not in found:
             rows.append(store.flatten({"run_id": spec.run_id, "recipe": spec.recipe, "status": "missing",
                                        "spec": spec.model_dump(mode="json")}))
     if not rows:

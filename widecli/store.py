@@ -139,7 +139,8 @@ def is_finished(d: Path) -> bool:
 
 def finished_runs(results: str | Path, recipe: str | None = None, verify_files: bool = True,
                   rejected: list[str] | None = None) -> dict[str, dict]:
-    """run_id -> result of every finished run under results/ (one recipe, or all).
+    """run_id -> result of every finished run of one recipe; with recipe=None, of all recipes keyed
+    "recipe/run_id" (two recipes may hold the same run: ids hash what a run computes, not its recipe).
 
     A result.json that is corrupt, foreign or fails its checksums is left out; `rejected` (if given)
     collects one line per such file saying why.
@@ -154,7 +155,7 @@ def finished_runs(results: str | Path, recipe: str | None = None, verify_files: 
             for d in sorted(rd.iterdir()):
                 if d.is_dir() and (d / RESULT).exists():
                     try:
-                        out[d.name] = read_result(d, verify_files)
+                        out[d.name if recipe else f"{rd.name}/{d.name}"] = read_result(d, verify_files)
                     except StoreError as e:
                         if rejected is not None:
                             rejected.append(str(e))
