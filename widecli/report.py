@@ -355,9 +355,12 @@ def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
 
 def display_table1(t: pd.DataFrame) -> pd.DataFrame:
     """Table 1 in the paper's layout: accuracies in %, fraction as a ratio."""
-    labels = [c for c in t.columns if c in ("recipe", "dataset", "model", "widened", "rule")
-              or "." in c]
-    d = t[labels].copy()
+    d = t[[c for c in ("recipe", "dataset", "model", "widened", "rule") if c in t.columns]].copy()
+    settings = [c for c in t.columns if "." in c]
+    if settings:  # the settings that tell studies apart, in one narrow column: epochs=1000, scope=all
+        d["settings"] = [", ".join(f"{c.split('.')[-1]}={_short(v)}" for c, v in zip(settings, vals)
+                                   if str(v) not in ("-", "nan", "None"))
+                         or "-" for vals in t[settings].itertuples(index=False)]
     d["baseline"] = [pm(m, s) for m, s in zip(t["baseline"], t["baseline_std"])]
     d["best sparse wide (f, connectivity)"] = [
         "-" if pd.isna(m) else f"{pm(m, s)} (f={f:g}, {c:.3g})"
