@@ -204,7 +204,7 @@ def test_two_concurrent_sweeps_never_train_a_run_twice(reference, tmp_path):
 
 
 def test_sigint_removes_the_current_runs_partial_files_and_exits_130(reference, tmp_path):
-    proc = launch("sweep", reference[0], "--set", "train.epochs=40", results=tmp_path)
+    proc = launch("sweep", reference[0], "--set", "train.epochs=150", results=tmp_path)
     deadline = time.monotonic() + 120
     while len(journal(tmp_path, "done")) < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
