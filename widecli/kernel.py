@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from widecli import data as data_mod
+from widecli import models
 from widecli import recipe as recipe_mod
 from widecli.build import build, plan
 from widecli.errors import RecipeError
@@ -117,7 +118,7 @@ class Estimate:
 
 
 def _stackable(spec: RunSpec) -> bool:
-    return spec.model.arch == "mlp"  # the only architecture with a stack dimension
+    return getattr(models.arch(spec.model), "STACKABLE", False)  # has a stack dimension (MLPs)
 
 
 def init_kernels(spec: RunSpec, x: torch.Tensor, num_classes: int, seeds: list[int], device):
