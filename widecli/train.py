@@ -121,12 +121,11 @@ def make_optimizer(cfg, params, fused: bool | None = None) -> torch.optim.Optimi
 
 def autocast(cfg, device: torch.device):
     """bf16 autocast on CUDA when precision is auto (DESIGN: Training); fp32 on CPU."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-    if cfg.precision == "auto" and device.type == "cuda":
-        dtype = torch.bfloat16
+    name = "bf16" if cfg.precision == "auto" and device.type == "cuda" else cfg.precision
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
     if dtype is None:
         return contextlib.nullcontext(), "fp32"
-    return torch.autocast(device.type, dtype=dtype), str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+    return torch.autocast(device.type, dtype=dtype), name
 
 
 class Masker:
@@ -226,14 +225,16 @@ def train(specs: list[RunSpec], data: DeviceDataset, device: torch.device,
         lr = lr_at(cfg, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-        labels = data.y_train[perms]                             # [K, n]: one gather per epoch
+        if streamed:  # the order comes from stream.batches' own per-epoch generator
+            batches = stream.batches(data, spec.seed, epoch, bs, device)
+        else:
+            perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+            labels = data.y_train[perms]                         # [K, n]: one gather per epoch
         model.train()
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, dtype=torch.long, device=device)
-        batches = stream.batches(data, spec.seed, epoch, bs, device) if streamed else None
         for i in range(0, n, bs):
-            if batches is None:
+            if not streamed:
                 idx = distributed.shard(perms[:, i:i + bs])  # this rank's slice of the global batch
                 # index_select on the flat indices: ~3x cheaper than advanced indexing X[idx] on CPU.
                 flat = idx.reshape(-1)
