@@ -48,14 +48,18 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return _StackedAffine.apply(x, self.weight, self.bias, self.scale)
-        wt = self.weight.transpose(1, 2)
-        if self.bias is None:
-            out = torch.bmm(x, wt)
-            return out * self.scale if self.scale != 1.0 else out
-        return torch.baddbmm(self.bias.unsqueeze(1), x, wt, alpha=self.scale)
+        return _affine(x, self.weight, self.bias, self.scale)
 
     def extra_repr(self) -> str:
         return f"stack={self.stack}, in={self.in_features}, out={self.out_features}, ntk={self.ntk}"
+
+
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """x @ W^T * scale + b over the stack dimension: [K, B, in] -> [K, B, out]."""
+    if bias is None:
+        out = torch.bmm(x, weight.transpose(1, 2))
+        return out * scale if scale != 1.0 else out
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2), alpha=scale)
 
 
 class _StackedAffine(torch.autograd.Function):
@@ -69,10 +73,7 @@ class _StackedAffine(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.scale, ctx.has_bias = scale, bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None
-        if bias is None:
-            out = torch.bmm(x, weight.transpose(1, 2))
-            return out * scale if scale != 1.0 else out
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2), alpha=scale)
+        return _affine(x, weight, bias, scale)
 
     @staticmethod
     def backward(ctx, grad):
