@@ -10,7 +10,7 @@ import torch
 
 from widecli import data as data_mod
 from widecli import checkpoint, distributed, store
-from widecli.build import Plan
+from widecli.build import Plan, plan
 from widecli.recipe import RunSpec
 from widecli.train import Outcome, train
 
@@ -31,8 +31,6 @@ def train_group(specs: list[RunSpec], device: torch.device, ds: data_mod.DeviceD
     With record_failures, an exception in training becomes status `failed` with its error for
     every run of the group (a sweep goes on); interrupts (KeyboardInterrupt) always propagate.
     """
-    from widecli.build import plan
-
     try:
         outcomes = (distributed.train(specs, device, on_epoch, checkpoint_dir) if distributed.wanted(specs)
                     else train(specs, ds, device, on_epoch, checkpoint_dir))
