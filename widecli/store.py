@@ -193,8 +193,12 @@ def rebuild_index(results: str | Path, recipe: str, verify_files: bool = True) -
     verify_files=False checks only each result.json's own checksum: a sweep rebuilding after every
     run need not re-hash every checkpoint each time.
     """
-    rows = [flatten(r) for r in finished_runs(results, recipe, verify_files).values()]
-    df = pd.DataFrame(rows)
+    return write_index(results, recipe, finished_runs(results, recipe, verify_files))
+
+
+def write_index(results: str | Path, recipe: str, runs: dict[str, dict]) -> Path:
+    """Write results/<recipe>/runs.csv from `runs` (finished_runs of that recipe; atomic)."""
+    df = pd.DataFrame([flatten(r) for r in runs.values()])
     if not df.empty:
         df = df.sort_values(["method", "factor", "seed", "run_id"], kind="stable")
     path = Path(results) / recipe / INDEX

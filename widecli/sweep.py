@@ -27,7 +27,7 @@ from widecli import data as data_mod
 from widecli import models, runner, store
 from widecli.errors import WidecliError
 from widecli.recipe import RunSpec
-from widecli.train import resolve_device
+from widecli.train import resolve_device, should_stack
 
 STATUSES = ("new", "finished", "failed", "partial", "corrupt")
 # Columns of runs.csv that measure the machine, not the computation (ignored when comparing sweeps).
@@ -62,6 +62,11 @@ def run_status(results: str | Path, spec: RunSpec) -> tuple[str, str | None]:
     return ("failed" if result.get("status") == "failed" else "finished"), None
 
 
+def _todo(status: str, force: bool, retry_failed: bool) -> bool:
+    """Whether a run of this status is (still) to be trained."""
+    return force or status in ("new", "partial", "corrupt") or (status == "failed" and retry_failed)
+
+
 def plan(specs: list[RunSpec], results: str | Path, force: bool = False,
          retry_failed: bool = False) -> list[PlannedRun]:
     """Every distinct run with its status in the store and whether this sweep should train it."""
@@ -71,8 +76,7 @@ def plan(specs: list[RunSpec], results: str | Path, force: bool = False,
             continue
         seen.add(spec.run_id)
         status, error = run_status(results, spec)
-        todo = force or status in ("new", "partial", "corrupt") or (status == "failed" and retry_failed)
-        out.append(PlannedRun(spec, spec.run_id, status, todo, error))
+        out.append(PlannedRun(spec, spec.run_id, status, _todo(status, force, retry_failed), error))
     return out
 
 
@@ -90,8 +94,7 @@ def stack_groups(specs: list[RunSpec], device: torch.device) -> list[list[RunSpe
     for s in specs:
         key = s.stack_key() if stackable(s) else s.run_id
         groups.setdefault(key, []).append(s)
-    from widecli.train import should_stack  # per device: e.g. CSR-backend runs train one by one
-
+    # should_stack decides per device: e.g. CSR-backend runs train one by one.
     return [g for group in groups.values()
             for g in ([group] if len(group) == 1 or should_stack(group, device) else [[s] for s in group])]
 
@@ -181,8 +184,7 @@ def claim(group: list[RunSpec], results: str | Path, force: bool, retry_failed: 
             busy.append(s)
             continue
         # Checked under the lock: another sweep may have finished it since we planned.
-        status, _ = run_status(results, s)
-        if not force and (status == "finished" or (status == "failed" and not retry_failed)):
+        if not _todo(run_status(results, s)[0], force, retry_failed):
             lock.release()
             elsewhere.append(s)
             continue
@@ -325,7 +327,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def _ray_train(spec_dicts: list[dict], device: str, threads: int) -> list[dict]:
     """A Ray task: train a group and return everything the driver needs to write it."""
     torch.set_num_threads(threads)
-    dev = resolve_device(device if device != "auto" or torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     specs = [RunSpec.model_validate(d) for d in spec_dicts]
     out = []
     for o, result in runner.train_group(specs, dev, dataset(specs[0], dev), record_failures=True):
@@ -461,10 +463,12 @@ def run(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor: s
             _wait_unlocked(busy, results)
             ctx.force = False  # what the other sweep finished is finished
         pending = busy
-    summary.index_paths = [store.rebuild_index(results, r) for r in recipes]
+    finished = {r: store.finished_runs(results, r) for r in recipes}  # read and verified once
+    summary.index_paths = [store.write_index(results, r, runs) for r, runs in finished.items()]
     summary.runs_csv = summary.index_paths[0] if summary.index_paths else None
     ids = {p.run_id for p in planned}
-    summary.rows = [store.flatten(r) for rid, r in _finished(results, recipes).items() if rid in ids]
+    mine = {rid: r for runs in finished.values() for rid, r in runs.items() if rid in ids}
+    summary.rows = [store.flatten(r) for r in mine.values()]
     return summary
 
 
@@ -489,10 +493,3 @@ def _tally(summary: SweepSummary, report: Report, group: list[RunSpec], emit) ->
 def _wait_unlocked(specs: list[RunSpec], results: str | Path, poll: float = 0.5) -> None:
     while any(store.lock_owner(results, s) for s in specs):
         time.sleep(poll)
-
-
-def _finished(results: str | Path, recipes: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for r in recipes:
-        out.update(store.finished_runs(results, r))
-    return out
