@@ -13,6 +13,7 @@ Under torch.distributed each rank takes its slice of every global batch (distrib
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,12 +174,19 @@ def loader(ds, batches: list[list[int]], workers: int, device: torch.device, g: 
                                        prefetch_factor=4 if workers else None)
 
 
+@functools.lru_cache(maxsize=None)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD as [1, 3, 1, 1] tensors on the device, made once (a copy from a Python list
+    to a GPU blocks the host: not once per batch)."""
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
 def to_device(x: torch.Tensor, device: torch.device, normalize: bool) -> torch.Tensor:
     """uint8 [B, 3, H, W] -> float on the device, scaled to [0, 1] and normalized per channel."""
     x = x.to(device, non_blocking=True).float().div_(255)
     if normalize:
-        mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        mean, std = _mean_std(device)
         x = x.sub_(mean).div_(std)
     return x
 
@@ -203,8 +211,11 @@ def batches(data: StreamDataset, seed: int, epoch: int, batch_size: int, device:
 @torch.no_grad()
 def evaluate(model, data: StreamDataset, split: str, amp) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy ([1] tensors) on the val (or train) images, summed over ranks."""
+    from widecli.train import to_model_layout  # train imports this module
+
     ds = data.test if split == "test" else data.train_eval
     index = torch.arange(len(ds)) if split == "test" else torch.from_numpy(data.train_index)
+    n = len(index)
     index = distributed.shard(index.view(1, -1))[0]
     device = next(model.parameters()).device
     model.eval()
@@ -213,12 +224,10 @@ def evaluate(model, data: StreamDataset, split: str, amp) -> tuple[torch.Tensor,
     chunks = [c.tolist() for c in index.split(EVAL_BATCH)]
     for x, y in loader(ds, chunks, data.workers, device, None):
         x, y = to_device(x, device, data.normalize), y.to(device, non_blocking=True)
-        if getattr(model, "_channels_last", False):
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_model_layout(model, x)
         with amp:
             out = model(x).float()
         loss_sum += F.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(-1) == y).sum()
     distributed.all_reduce(loss_sum, correct)
-    n = len(ds) if split == "test" else len(data.train_index)
     return loss_sum / n, correct / n
