@@ -57,7 +57,8 @@ class Checkpoint:
         model.load_state_dict(body["model"])
         opt.load_state_dict(body["optimizer"])
         for n, m in masks.items():
-            if not torch.equal(body["masks"][n].to(m.device), m):
+            saved = body["masks"].get(n)
+            if saved is None or not torch.equal(saved.to(m.device), m):
                 raise StoreError(f"{self.path}: its mask of {n} differs from the run's; delete the file")
         for g, state in zip(gens, body["generators"]):
             g.set_state(state)
@@ -67,10 +68,6 @@ class Checkpoint:
         alive.copy_(body["alive"])
         diverged_at[:] = body["diverged_at"]
         return int(body["epoch"])
-
-    def remove(self) -> None:
-        if distributed.is_main():
-            self.path.unlink(missing_ok=True)
 
 
 def remove(run_dir: str | Path) -> None:
