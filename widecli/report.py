@@ -115,17 +115,17 @@ def studies(df: pd.DataFrame) -> list[Study]:
     keys += [a for a in dict.fromkeys(wide["_arm"]) if a not in arms_with_sparse]
     bases_with_wide = set(wide["_base"])
     keys += [b for b in dict.fromkeys(df["_base"]) if b not in bases_with_wide]
-    varying = _varying(df, keys)
+    firsts = {k: _first_row(df, k) for k in keys}
+    varying = _varying(df, list(firsts.values()))
     # File names use only what varies within the study's own recipe, so adding another recipe's
     # results never renames (and breaks links to) a study's plot.
-    recipe_of = {k: _first_row(df, k)["recipe"] for k in keys}
-    varying_in = {r: [c for c in varying if c in _varying(df, [k for k in keys if recipe_of[k] == r])]
-                  for r in set(recipe_of.values())}
+    varying_in = {r: [c for c in varying if c in _varying(df, [f for f in firsts.values() if f["recipe"] == r])]
+                  for r in {f["recipe"] for f in firsts.values()}}
+    wide_studies = set(wide["_study"])
     out = []
-    for key in keys:
-        first = _first_row(df, key)
+    for key, first in firsts.items():
         base = first["_base"]
-        is_sparse = key in set(wide["_study"]) and first["method"] == "sparse"
+        is_sparse = key in wide_studies and first["method"] == "sparse"
         members = (df["_base"] == base) & (df["factor"] == 1)
         if key != base:
             members |= (df["_arm"] == first["_arm"]) & (df["factor"] > 1) & (df["method"] != "sparse")
@@ -147,9 +147,9 @@ def _first_row(df: pd.DataFrame, key: str) -> pd.Series:
     raise KeyError(key)
 
 
-def _varying(df: pd.DataFrame, keys: list[str]) -> list[str]:
-    """Study settings (beyond the Table 1 label columns) that differ between studies."""
-    reps = pd.DataFrame([_first_row(df, k) for k in keys])
+def _varying(df: pd.DataFrame, firsts: list[pd.Series]) -> list[str]:
+    """Study settings (beyond the Table 1 label columns) that differ between studies (their first rows)."""
+    reps = pd.DataFrame(firsts)
     cols = [c for c in df.attrs["study_cols"] if c not in _SHOWN and c not in _EXEC]
     sparse_reps = reps[reps["method"] == "sparse"]
     return [c for c in cols if (sparse_reps if c.startswith("sparsity.") else reps)[c].map(str).nunique() > 1]
@@ -220,9 +220,10 @@ def best_wide(rows: pd.DataFrame, method: str) -> dict | None:
     means = cells.groupby("factor")["test_accuracy"].mean()
     f = float(means.idxmax())
     cell = cells[cells["factor"] == f]
-    mean, std, n = _stats(_seeds(cell))
+    per_seed = _seeds(cell)
+    mean, std, n = _stats(per_seed)
     return {"factor": f, "mean": mean, "std": std, "seeds": n,
-            "connectivity": float(cell["connectivity"].mean()), "per_seed": _seeds(cell)}
+            "connectivity": float(cell["connectivity"].mean()), "per_seed": per_seed}
 
 
 def fraction(base: pd.Series, wide: pd.Series, dense: pd.Series) -> tuple[float, float, int]:
@@ -247,7 +248,8 @@ def study_row(study: Study, method: str = "sparse") -> dict:
     row = {**study.labels, "baseline": b_mean, "baseline_std": b_std, "baseline_seeds": b_n}
     if not b_n:
         notes.append("no baseline (f=1) run")
-    best = best_wide(rows, method) if (study.sparse or method != "sparse") else None
+    compared = study.sparse or method != "sparse"   # a dense-only study has no sparse runs to compare
+    best = best_wide(rows, method) if compared else None
     row.update({"sparse": np.nan, "sparse_std": np.nan, "sparse_seeds": 0, "sparse_factor": np.nan,
                 "sparse_connectivity": np.nan, "dense": np.nan, "dense_std": np.nan, "dense_seeds": 0,
                 "dense_factor": np.nan, "dense_at": "", "fraction": np.nan, "fraction_std": np.nan,
@@ -255,7 +257,7 @@ def study_row(study: Study, method: str = "sparse") -> dict:
     if best:
         row.update({"sparse": best["mean"], "sparse_std": best["std"], "sparse_seeds": best["seeds"],
                     "sparse_factor": best["factor"], "sparse_connectivity": best["connectivity"]})
-    elif study.sparse or method != "sparse":
+    elif compared:
         notes.append(f"no {method} runs at f>1")
     dense = ok_runs(rows[(rows["method"] == "dense") & (rows["factor"] > 1)])
     if dense.empty:
