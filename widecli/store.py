@@ -106,7 +106,7 @@ def read_result(d: Path, verify_files: bool = True) -> dict:
         raise StoreError(f"{path}: missing (run not finished)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(f"{path}: corrupt result file ({type(e).__name__}); the run will be redone") from None
-    if not isinstance(result, dict) or "run_id" not in result or "checksums" not in result:
+    if not isinstance(result, dict) or "run_id" not in result or not isinstance(result.get("checksums"), dict):
         raise StoreError(f"{path}: not a widecli result file (no run_id/checksums)")
     if result["run_id"] != d.name:
         raise StoreError(f"{path}: belongs to run {result['run_id']}, not {d.name}")
