@@ -45,6 +45,7 @@ class FusedStep:
         self.params = [p for g in opt.param_groups for p in g["params"]]
         for p in self.params:  # persistent gradient buffers, overwritten (never accumulated) each step
             p.grad = torch.zeros_like(p)
+        self.grads = [p.grad for p in self.params]
         self.buffers: dict[int, dict] = {}
         self.sgd = isinstance(opt, torch.optim.SGD) and opt.param_groups[0].get("fused")
 
@@ -114,8 +115,7 @@ class FusedStep:
         if not self.sgd:
             self.opt.step()
             return
-        group = self.opt.param_groups[0]
-        grads = [p.grad for p in self.params]
+        group, grads = self.opt.param_groups[0], self.grads
         momentum = group["momentum"]
         bufs, first = [], False
         if momentum:
