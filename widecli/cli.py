@@ -155,7 +155,7 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         gap_s = "[green]0[/]" if gap == 0 else (f"{gap:+,}" if s.method != "dense" else "-")
         table.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), widths, fmt_count(p.budget),
                       fmt_count(p.nonzeros), gap_s, f"{p.connectivity:.4f}",
-                      layer_summary(p.layers()), *[])
+                      layer_summary(p.layers()))
     out.print(table)
     sparse = [s for s in specs if s.method == "sparse"]
     if sparse:
@@ -177,14 +177,10 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
                                              help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
     """Train one run of a recipe and write it to the results directory."""
     from widecli import distributed, preflight, recipe as recipe_mod, runner
-    from widecli.errors import RecipeError
     from widecli.train import resolve_device
 
     r = recipe_mod.load(recipe, [*(set_ or []), *([f"train.gpus={gpus}"] if gpus else [])])
-    if method is not None and method not in recipe_mod.METHODS:
-        raise RecipeError(f"--method: unknown method {method!r}; allowed: {', '.join(recipe_mod.METHODS)}")
-    if factor is not None and factor < 1:
-        raise RecipeError(f"--factor: got {factor:g}; widening factors must be >= 1")
+    check_factor_method(factor, method)
     spec = recipe_mod.make_spec(r, factor if factor is not None else r.widen.factors[0],
                                 method or r.widen.methods[0], r.seeds[0] if seed is None else seed)
     dev = distributed.init_from_env(resolve_device(device))  # a torchrun rank joins its group
@@ -198,6 +194,17 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     with epoch_progress() as on_epoch:
         [(outcome, path)] = runner.run([spec], results, dev, on_epoch=on_epoch)
     print_run_summary(outcome, path)
+
+
+def check_factor_method(factor: float | None, method: str | None) -> None:
+    """Refuse a --factor below 1 or an unknown --method (None: the recipe's own)."""
+    from widecli.errors import RecipeError
+    from widecli.recipe import METHODS
+
+    if method is not None and method not in METHODS:
+        raise RecipeError(f"--method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if factor is not None and factor < 1:
+        raise RecipeError(f"--factor: got {factor:g}; widening factors must be >= 1")
 
 
 class epoch_progress:
@@ -243,15 +250,11 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
            factor: float = typer.Option(1.0, help="widening factor at which to show the layers"),
            method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck")) -> None:
     """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
-    from widecli import data, recipe as recipe_mod
+    from widecli import data, models, recipe as recipe_mod
     from widecli.build import layer_table
-    from widecli.errors import RecipeError
 
     r = recipe_mod.load(recipe, set_)
-    if factor < 1:
-        raise RecipeError(f"--factor: got {factor:g}; widening factors must be >= 1")
-    if method not in recipe_mod.METHODS:
-        raise RecipeError(f"--method: unknown method {method!r}; allowed: {', '.join(recipe_mod.METHODS)}")
+    check_factor_method(factor, method)
     shape, classes = data.describe(r.data)
     spec = recipe_mod.make_spec(r, factor, method, r.seeds[0])
     rows = layer_table(spec, shape, classes)
@@ -264,13 +267,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
                       fmt_count(row["nonzeros"]), row["widens_with"] or "no", "yes" if row["masked"] else "no")
     out.print(table)
     out.print(f"{len(rows)} weight layers, {fmt_count(sum(x['weights'] for x in rows))} weights; "
-              f"widen.layers may name: {', '.join(widenable(r.model))} (or first, last, all)")
-
-
-def widenable(model_cfg) -> list[str]:
-    from widecli import models
-
-    return models.widenable_layers(model_cfg)
+              f"widen.layers may name: {', '.join(models.widenable_layers(r.model))} (or first, last, all)")
 
 
 # --- sweep command (issue 6) ---
@@ -474,9 +471,10 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
         out.print(rich_table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
                              f"{len(arms)} arm(s) from {path}"))
         return
-    preflight.before_training(ablate_mod.all_specs(arms), results, device)
+    specs = ablate_mod.all_specs(arms)
+    preflight.before_training(specs, results, device)
     with SweepProgress(arms[0].recipe.name, results) as progress:
-        summary = sweep_mod.run(ablate_mod.all_specs(arms), results, jobs=jobs, executor=executor,
+        summary = sweep_mod.run(specs, results, jobs=jobs, executor=executor,
                                 address=address, device=device, on_event=progress.on_event)
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
