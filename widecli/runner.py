@@ -73,19 +73,19 @@ def run(specs: list[RunSpec], results: str | Path, device: torch.device,
     re-running the same command resumes cleanly.
     """
     ds = dataset or data_mod.load(specs[0].data, device)
+    # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
+    # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
     if distributed.active():  # launched by torchrun: every rank trains, only rank 0 writes
         specs = distributed.check(specs)
         if not distributed.is_main():
             train_group(specs, device, ds, on_epoch, checkpoint_dir=store.run_dir(results, specs[0]))
             return []
+    ckpt = store.run_dir(results, specs[0])
     try:
-        # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
-        # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
         written = [(o, store.write_run(results, o.spec, o.metrics, result, state_of(o)))
-                   for o, result in train_group(specs, device, ds, on_epoch, record_failures,
-                                                store.run_dir(results, specs[0]))]
+                   for o, result in train_group(specs, device, ds, on_epoch, record_failures, ckpt)]
         if all(o.status != "failed" for o, _ in written):  # a failed run retries from its checkpoint
-            checkpoint.remove(store.run_dir(results, specs[0]))
+            checkpoint.remove(ckpt)
         return written
     except BaseException:
         for s in specs:
