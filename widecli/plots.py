@@ -37,9 +37,8 @@ def plot_study(study: Study, path: Path) -> Path:
                title=metric.replace("_", " "))
         plain_log_ticks(ax, sorted(study.rows["factor"].unique()))
         ax.legend()
-    ax = axes[2]  # dense runs all sit at connectivity 1: only the sparse runs make this curve
-    sparse = study.rows[(study.rows["factor"] > 1) & (study.rows["method"] == "sparse")]
-    c = curve(sparse, "sparse", "test_accuracy", x="connectivity")
+    ax = axes[2]  # dense runs all sit at connectivity 1: only the sparse runs (f > 1) make this curve
+    c = curve(study.rows, "sparse", "test_accuracy", x="connectivity")
     if not c.empty:
         ax.errorbar(c["connectivity"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3,
                     label="sparse")
