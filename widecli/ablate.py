@@ -30,7 +30,6 @@ class Arm:
     recipe: Recipe
     method: str                       # the wide method compared with the baseline and dense wide
     specs: list[RunSpec] = field(default_factory=list)
-    same_as: list[str] = field(default_factory=list)   # names of requested arms identical to this one
 
     @property
     def run_ids(self) -> list[str]:
@@ -97,7 +96,6 @@ def arms(path: str | Path, widen_layers: list[str] = (), rules: list[str] = (), 
             r = r.model_copy(update={"widen": r.widen.model_copy(update={"layers": base.widen.layers})})
         key = _identity(r, method)
         if key in out:
-            out[key].same_as.append(name)
             notes.append(f"arm {name!r} trains the same runs as {out[key].name!r} "
                          f"(widens {', '.join(key[0])}); dropped")
             continue
@@ -154,8 +152,8 @@ def compare(items: list[Arm], results: str | Path, name: str | None = None) -> C
     """Per-factor and Table 1 comparison of the arms; writes ablate-<hash>.md/.csv and a PNG."""
     df = report.load_frame(results, [items[0].recipe.name], all_specs(items))
     frames = {a.name: df[df["run_id"].isin(set(a.run_ids))] for a in items}
-    factors = pd.concat([_factor_rows(a, df) for a, df in zip(items, frames.values())], ignore_index=True)
-    summary = pd.DataFrame([_summary_row(a, df) for a, df in zip(items, frames.values())])
+    factors = pd.concat([_factor_rows(a, frames[a.name]) for a in items], ignore_index=True)
+    summary = pd.DataFrame([_summary_row(a, frames[a.name]) for a in items])
     ref = summary.iloc[0]
     summary["delta"] = summary["best"] - ref["best"]
     # Beyond the seed spread: the gap exceeds the two arms' seed std's together (±1 std bands do not
@@ -174,8 +172,7 @@ def compare(items: list[Arm], results: str | Path, name: str | None = None) -> C
 
 
 def _factor_rows(arm: Arm, df: pd.DataFrame) -> pd.DataFrame:
-    ok = df[df["status"] == "ok"]
-    g = ok.groupby(["method", "factor"])["test_accuracy"].agg(mean="mean", std="std", seeds="size").reset_index()
+    g = report.ok_runs(df).groupby(["method", "factor"])["test_accuracy"].agg(mean="mean", std="std", seeds="size").reset_index()
     g.loc[g["factor"] == 1, "method"] = "baseline"
     g.insert(0, "arm", arm.name)
     return g
