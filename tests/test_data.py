@@ -87,6 +87,7 @@ def test_npz_roundtrip(tmp_path):
     ({"y_train": np.full(20, -1)}, "negative label"),
     ({"y_train": np.zeros(20, dtype=np.float32)}, "integer"),
     ({"y_train": np.zeros(19, dtype=int)}, "rows"),
+    ({"x_train": np.zeros((0, 5)), "y_train": np.zeros(0, dtype=int)}, "no rows"),
 ])
 def test_bad_npz_files(tmp_path, arrays, message):
     with pytest.raises(DataError, match=message):

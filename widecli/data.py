@@ -229,7 +229,9 @@ def _npz(cfg) -> Arrays:
             raise DataError(f"{path}: {name} has {len(x)} rows but its labels have {len(y)}")
         if not np.isfinite(x.astype(np.float64)).all():
             raise DataError(f"{path}: {name} contains NaN or infinite values")
-    if y_test.max(initial=0) > y_train.max(initial=0):
+    if not len(y_train):
+        raise DataError(f"{path}: x_train and y_train have no rows; an npz data set needs training examples")
+    if y_test.max(initial=0) > y_train.max():
         raise DataError(f"{path}: y_test has label {y_test.max()} that never occurs in y_train "
                         f"(classes are 0..{y_train.max()})")
     return (x_train.astype(np.float32), y_train.astype(np.int64), x_test.astype(np.float32),
@@ -294,12 +296,16 @@ def load(cfg, device: str | torch.device = "cpu") -> DeviceDataset:
     if stream.streamed(cfg, device):
         return stream.load(cfg)
     x_train, y_train, x_test, y_test = load_arrays(cfg)
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    num_classes = max(num_classes, SHAPES.get(cfg.dataset, (None, 0))[1])
+    num_classes = max(_num_classes(y_train, y_test), SHAPES.get(cfg.dataset, (None, 0))[1])
 
     def put(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
     return DeviceDataset(cfg.dataset, put(x_train), put(y_train), put(x_test), put(y_test), num_classes)
+
+
+def _num_classes(y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """Classes 0..max label of either split."""
+    return int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
 
 
 def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
@@ -340,4 +346,4 @@ def describe(cfg) -> tuple[tuple[int, ...], int]:
 
         return stream.describe(cfg)
     x_train, y_train, _, y_test = load_arrays(cfg)
-    return tuple(x_train.shape[1:]), int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    return tuple(x_train.shape[1:]), _num_classes(y_train, y_test)
