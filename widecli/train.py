@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from widecli import __version__, distributed, models, sparse_backend, stream
 from widecli.checkpoint import Checkpoint
-from widecli.build import Built, build
-from widecli.data import NO_FLIP, DeviceDataset, augment
+from widecli.build import Built, build, plan
+from widecli.data import NO_FLIP, DeviceDataset, augment, describe
 from widecli.errors import DeviceError
 from widecli.fused import FusedStep, usable as fused_usable
 from widecli.recipe import RunSpec
@@ -88,9 +88,6 @@ def should_stack(specs: list[RunSpec], device: torch.device, input_shape=None, n
         return False
     if device.type != "cpu":
         return True
-    from widecli.build import plan
-    from widecli.data import describe
-
     if input_shape is None:
         input_shape, num_classes = describe(s.data)
     p = plan(s, input_shape, num_classes)
