@@ -137,7 +137,6 @@ def size(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def width_keys(spec: RunSpec) -> str:
@@ -154,9 +153,10 @@ def memory(specs: list[RunSpec], device: torch.device) -> None:
     shapes: dict[str, tuple] = {}
     seen = set()
     for s in specs:
-        if s.stack_key() in seen:
+        stack_key = s.stack_key()
+        if stack_key in seen:
             continue
-        seen.add(s.stack_key())
+        seen.add(stack_key)
         key = s.data.model_dump_json()
         if key not in shapes:
             shapes[key] = data.describe(s.data)
