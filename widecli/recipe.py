@@ -14,17 +14,17 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from widecli.errors import RecipeError
 
-METHODS = ("sparse", "dense", "linear_bottleneck", "nonlinear_bottleneck")
-RULES = ("proportional", "leveling", "erk", "uniform", "custom")
 Method = Literal["sparse", "dense", "linear_bottleneck", "nonlinear_bottleneck"]
 Rule = Literal["proportional", "leveling", "erk", "uniform", "custom"]
+METHODS: tuple[str, ...] = get_args(Method)
+RULES: tuple[str, ...] = get_args(Rule)
 
 # Keys that choose *how* a run is executed, not *what* it computes: excluded from the run id, so a
 # run trained stacked, with a sparse backend or from another data folder is still the same run.
