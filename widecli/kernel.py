@@ -262,21 +262,27 @@ def spearman(df: pd.DataFrame) -> tuple[float, float, int]:
 # --------------------------------------------------------------------------- output
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def plot_factor(df: pd.DataFrame, title: str) -> bytes:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def plot_factor(df: pd.DataFrame, title: str) -> bytes:
     from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     base = df[df["factor"] == 1]  # the dense baseline starts every method's curve
     for method, g in df[df["factor"] > 1].groupby("method", sort=True):
         g = pd.concat([base, g]).sort_values("factor")
@@ -290,19 +296,12 @@ def plot_factor(df: pd.DataFrame, title: str) -> bytes:
     ax.set_ylabel("||K_f - K_inf|| / ||K_inf||")
     ax.set_title(f"{title}: kernel distance at init ({df['reference'].iloc[0]})", fontsize=9)
     ax.legend()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def plot_accuracy(df: pd.DataFrame, title: str, rho: float) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     d = df.dropna(subset=["test_accuracy"])
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     for method, g in d.groupby("method", sort=True):
         ax.scatter(g["distance"], g["test_accuracy"], label=method)
         for _, r in g.iterrows():
@@ -311,9 +310,7 @@ def plot_accuracy(df: pd.DataFrame, title: str, rho: float) -> bytes:
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{title}: Spearman rho = {rho:.3f} (labels: factor)", fontsize=9)
     ax.legend()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def write(df: pd.DataFrame, results: str | Path, recipe_name: str) -> dict[str, object]:
