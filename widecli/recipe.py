@@ -402,15 +402,15 @@ def expand(recipe: Recipe) -> list[RunSpec]:
     and only `sparse` runs depend on the sparsity settings.
     """
     base = recipe.model_dump(mode="json")
-    axes = list(recipe.sweep.items())
+    keys = list(recipe.sweep)
     specs: dict[str, RunSpec] = {}
-    for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
+    for combo in itertools.product(*recipe.sweep.values()):
         raw = copy.deepcopy(base)
-        for (key, _), value in zip(axes, combo):
+        for key, value in zip(keys, combo):
             set_dotted(raw, key, value, source=f"sweep.{key}")
-        point = validate(raw, f"{recipe.name}: sweep point {dict(zip([k for k, _ in axes], combo))}")
+        point = validate(raw, f"{recipe.name}: sweep point {dict(zip(keys, combo))}")
         for factor, method, seed in itertools.product(point.widen.factors, point.widen.methods, point.seeds):
-            spec = make_spec(point, factor, method, seed, [k for k, _ in axes])
+            spec = make_spec(point, factor, method, seed, keys)
             specs.setdefault(spec.run_id, spec)
     return list(specs.values())
 
@@ -425,6 +425,8 @@ def make_spec(recipe: Recipe, factor: float, method: str, seed: int, axis_keys: 
         sparsity = SparsityConfig()
     spec = RunSpec(recipe=recipe.name, data=recipe.data, model=recipe.model, widen_layers=layers,
                    factor=float(factor), method=method, sparsity=sparsity, train=recipe.train, seed=seed)
+    if not axis_keys:
+        return spec
     dumped = spec.model_dump(mode="json")
     dumped["widen"] = {"layers": layers}
     axes = {k: _get_or_none(dumped, k) for k in axis_keys}
