@@ -38,10 +38,10 @@ class BasicBlock(nn.Module):
 
 class ResNet18(nn.Module):
     def __init__(self, widths: dict[str, int], in_channels: int, num_classes: int, ranks=None,
-                 nonlinear: bool = False):
+                 nonlinear: bool = False, stem_kernel: int = 3, stem_stride: int = 1):
         super().__init__()
         stem = widths["layer1"]
-        self.conv1 = conv("conv1", in_channels, stem, 3, 1, ranks, nonlinear)
+        self.conv1 = conv("conv1", in_channels, stem, stem_kernel, stem_stride, ranks, nonlinear)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU()
         n_in = stem
@@ -55,8 +55,11 @@ class ResNet18(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)  # = kuangliu's avg_pool2d(4) on 32x32 inputs
         self.fc = linear("fc", n_in, num_classes, ranks, nonlinear)
 
+    def stem(self, x):
+        return self.relu(self.bn1(self.conv1(x)))
+
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.stem(x)
         for stage in STAGES:
             out = getattr(self, stage)(out)
         return self.fc(self.pool(out).flatten(1))

@@ -9,24 +9,18 @@ from __future__ import annotations
 from torch import nn
 
 from widecli.models import resnet
-from widecli.models.common import conv, image_shape
-
-STAGES = resnet.STAGES
+from widecli.models.common import image_shape
 
 
 class ResNet18ImageNet(resnet.ResNet18):
     def __init__(self, widths: dict[str, int], in_channels: int, num_classes: int, ranks=None,
                  nonlinear: bool = False):
-        super().__init__(widths, in_channels, num_classes, ranks, nonlinear)
         # The ImageNet stem: 7x7 stride 2 (padding 3), then max-pool 3x3 stride 2: 224 -> 56.
-        self.conv1 = conv("conv1", in_channels, widths["layer1"], 7, 2, ranks, nonlinear)
+        super().__init__(widths, in_channels, num_classes, ranks, nonlinear, stem_kernel=7, stem_stride=2)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
 
-    def forward(self, x):
-        out = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage in STAGES:
-            out = getattr(self, stage)(out)
-        return self.fc(self.pool(out).flatten(1))
+    def stem(self, x):
+        return self.maxpool(super().stem(x))
 
 
 widenable_layers = resnet.widenable_layers
