@@ -374,9 +374,8 @@ def _describe(err: dict, raw: dict) -> str:
     if kind == "missing":
         return f"missing required key {key!r}"
     msg = err["msg"].removeprefix("Value error, ")
-    if kind == "value_error" and (msg.split(":")[0] in ("model.arch", "data.dataset", "widen.layers")
-                                  or msg.startswith(f"{key}.")):  # the message names its own key
-        return msg
+    if kind == "value_error" and (not loc or msg.startswith(f"{key}.")):
+        return msg  # the message names its own key (as every whole-recipe check does)
     value = err.get("input")
     shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
     return f"{key}: got {shown}; {msg[0].lower() + msg[1:]}"
