@@ -77,7 +77,6 @@ class Estimate:
 
 def estimate(spec: RunSpec, input_shape, num_classes: int) -> Estimate:
     """Bytes one run needs to train, from its plan and a forward pass on the meta device."""
-    from widecli import models
     from widecli.build import plan
 
     p = plan(spec, input_shape, num_classes)
@@ -85,10 +84,12 @@ def estimate(spec: RunSpec, input_shape, num_classes: int) -> Estimate:
     states = {"sgd": 1 if spec.train.momentum > 0 else 0, "adam": 2, "adamw": 2}[spec.train.optimizer]
     masks = sum(math.prod(p.shapes[n]) for n in p.masked)
     return Estimate(FP32 * params, FP32 * params, FP32 * states * params, FP32 * masks,
-                    FP32 * _activation_elements(spec, p, input_shape, num_classes, models))
+                    FP32 * _activation_elements(spec, p, input_shape, num_classes))
 
 
-def _activation_elements(spec: RunSpec, p, input_shape, num_classes: int, models) -> int:
+def _activation_elements(spec: RunSpec, p, input_shape, num_classes: int) -> int:
+    from widecli import models
+
     total = 0
 
     def hook(module, inputs, output) -> None:
