@@ -68,11 +68,12 @@ def plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
 def _plan(spec: RunSpec, input_shape, num_classes: int) -> Plan:
     with torch.device("meta"):
         base = models.build(spec.model, models.base_widths(spec.model), input_shape, num_classes)
+        budget = count_weights(base)
         widths = widen.widths(spec.model, spec.widen_layers, spec.factor)
-        ranks = bottleneck.ranks(spec, widths, input_shape, num_classes, count_weights(base))
+        ranks = bottleneck.ranks(spec, widths, input_shape, num_classes, budget)
         wide = models.build(spec.model, widths, input_shape, num_classes, ranks=ranks,
                             rank_nonlinear=spec.method == "nonlinear_bottleneck")
-    budget, shapes = count_weights(base), layer_shapes(wide)
+    shapes = layer_shapes(wide)
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     counts, masked = dict(sizes), []
     if spec.method == "sparse" and spec.factor > 1:
