@@ -23,8 +23,12 @@ import pandas as pd
 import torch
 import yaml
 
-from widecli import recipe as recipe_mod
-from widecli import store, sweep
+from widecli.config.expand import expand
+from widecli.config.load import load_recipe
+from widecli.config.schema import RunSpec
+from widecli.execute import sweep
+from widecli.store import runs as store
+from widecli.store.lock import LOCKS
 
 NAME = "chaos"
 
@@ -47,7 +51,7 @@ def write_recipe(folder: Path, data_root: Path, kills: int, window: float = 0.8)
 def starts(results: Path) -> int:
     """How many runs sweeps have started on this results directory (from the journal)."""
     try:
-        return sum(" start " in line for line in (results / NAME / store.LOCKS / "journal.log").open())
+        return sum(" start " in line for line in (results / NAME / LOCKS / "journal.log").open())
     except FileNotFoundError:
         return 0
 
@@ -82,7 +86,7 @@ def snapshot(results: Path) -> tuple[dict[str, str], int]:
     done, bad = {}, 0
     root = results / NAME
     for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not d.is_dir() or d.name == store.LOCKS or not store.is_finished(d):
+        if not d.is_dir() or d.name == LOCKS or not store.is_finished(d):
             continue
         result = store.read_result(d)
         done[d.name] = result["checksums"]["content"]
@@ -93,7 +97,7 @@ def snapshot(results: Path) -> tuple[dict[str, str], int]:
 def complete(d: Path, result: dict) -> bool:
     """A run read as finished really is: all epochs in metrics.csv, a loadable model, its own spec."""
     try:
-        spec = recipe_mod.RunSpec.model_validate(yaml.safe_load((d / store.SPEC).read_text()))
+        spec = RunSpec.model_validate(yaml.safe_load((d / store.SPEC).read_text()))
         rows = len(pd.read_csv(d / store.METRICS))
         if result["status"] != "failed":
             torch.load(d / store.MODEL, map_location="cpu", weights_only=True)
@@ -127,8 +131,8 @@ def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None 
     work = Path(workdir or tempfile.mkdtemp(prefix="widecli-chaos-"))
     data_root = Path(data_root or work / "data")
     recipe = write_recipe(work, data_root, kills, window)
-    specs = recipe_mod.expand(recipe_mod.load(recipe))
-    reference = sweep.run(specs, work / "reference", device="cpu")
+    specs = expand(load_recipe(recipe))
+    reference = sweep.sweep(specs, work / "reference", device="cpu")
     # Kill within about two groups' training time of a run's start (measured in the reference
     # sweep): on a fast machine a fixed window lets one restart finish the whole sweep before all
     # kills have landed.

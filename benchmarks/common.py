@@ -12,8 +12,10 @@ from typing import Callable
 
 import torch
 
-from widecli import data as data_mod
-from widecli.recipe import DataConfig, Recipe, make_spec
+from widecli.config.expand import make_spec
+from widecli.config.schema import DataConfig, Recipe
+from widecli.data.registry import load_arrays
+from widecli.data.resident import DeviceDataset
 
 
 
@@ -26,15 +28,15 @@ def parse(ap) -> "argparse.Namespace":
     return args
 
 
-def mnist_shaped(device="cpu", repeat: int = 1) -> data_mod.DeviceDataset:
+def mnist_shaped(device="cpu", repeat: int = 1) -> DeviceDataset:
     """MNIST-1D upsampled to 784 features, [N, 1, 28, 28]; `repeat` tiles the training set."""
-    x_train, y_train, x_test, y_test = data_mod.load_arrays(DataConfig(dataset="mnist1d"))
+    x_train, y_train, x_test, y_test = load_arrays(DataConfig(dataset="mnist1d"))
 
     def up(a):
         t = torch.from_numpy(a)[:, None]
         return torch.nn.functional.interpolate(t, size=784, mode="linear").view(-1, 1, 28, 28)
     x_train, y_train = up(x_train).repeat(repeat, 1, 1, 1), torch.from_numpy(y_train).repeat(repeat)
-    return data_mod.DeviceDataset("mnist1d", x_train.to(device), y_train.to(device),
+    return DeviceDataset("mnist1d", x_train.to(device), y_train.to(device),
                                   up(x_test).to(device), torch.from_numpy(y_test).to(device), 10)
 
 
@@ -104,7 +106,7 @@ def best_epoch(metrics: list[dict]) -> float:
 
 def train_time(specs, data, device="cpu") -> tuple[float, list]:
     """(best epoch seconds, outcomes) of widecli's trainer on these specs (stacked if several)."""
-    from widecli.train import train
+    from widecli.engine.loop import fit
 
-    outcomes = train(specs, data, torch.device(device))
+    outcomes = fit(specs, data, torch.device(device))
     return best_epoch(outcomes[0].metrics), outcomes

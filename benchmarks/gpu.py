@@ -17,8 +17,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import header, matmul_peak, parse, spec, train_time
-from widecli.data import DeviceDataset
-from widecli.recipe import Recipe, make_spec
+from widecli.config.expand import make_spec
+from widecli.config.schema import Recipe
+from widecli.data.resident import DeviceDataset
 
 
 def cifar_shaped(n: int, device) -> DeviceDataset:
@@ -38,7 +39,7 @@ def resnet_spec(width: int, epochs: int, compile_: bool):
 
 def step_flops(s, data, device) -> float:
     """FLOPs of one training step (forward + backward) on one batch, counted by PyTorch."""
-    from widecli.build import build
+    from widecli.methods import build
 
     model = build([s], data.input_shape, data.num_classes, device).model
     x, y = data.x_train[: s.train.batch_size], data.y_train[: s.train.batch_size]

@@ -4,7 +4,7 @@ Writes an ImageFolder of random-texture JPEGs at ImageNet's typical size (500x37
 measures, each as the best of interleaved repeats:
   - decode only: PIL (Image.open + convert, what ImageFolder does) vs torchvision.io.decode_jpeg on
     the CPU, and batched decode_jpeg on the GPU when CUDA is present;
-  - the training transform of widecli.stream (decode, random resized crop 224, flip, uint8 tensor)
+  - the training transform of widecli.data.stream (decode, random resized crop 224, flip, uint8 tensor)
     through a DataLoader with 0, 1, 2, ... workers: images/s in all, and per worker.
 
     python benchmarks/input_pipeline.py [--images 256] [--workers 0 1 2] [--threads 1]
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from common import header, interleaved, parse
-from widecli import stream
-from widecli.recipe import DataConfig
+from widecli.config.schema import DataConfig
+from widecli.data import stream
 
 
 def write_folder(root: Path, images: int, classes: int = 4, size=(500, 375)) -> list[Path]:
@@ -67,10 +67,10 @@ def decode_variants(paths: list[Path]) -> dict:
 
 
 def pipeline(root: Path, workers: int, batch: int = 32) -> float:
-    """Seconds for one epoch of widecli.stream's training batches (decoded + augmented)."""
-    ds = stream.load(DataConfig(dataset="image_folder", root=str(root), workers=workers))
+    """Seconds for one epoch of widecli.data.stream's training batches (decoded + augmented)."""
+    ds = stream.load_stream(DataConfig(dataset="image_folder", root=str(root), workers=workers))
     t0 = time.perf_counter()
-    for _ in stream.batches(ds, 0, 0, batch, torch.device("cpu")):
+    for _ in stream.StreamBatches(ds, 0, batch, torch.device("cpu"), lambda idx: idx).epoch(0):
         pass
     return time.perf_counter() - t0
 
@@ -88,7 +88,7 @@ def main() -> None:
         print("# decode only, one process; images/s (best of interleaved repeats)")
         for name, s in interleaved(decode_variants(paths), args.repeats).items():
             print(f"{name:<55} {args.images / s:8.0f} img/s")
-        print("# decode + random resized crop 224 + flip (widecli.stream training batches of 32)")
+        print("# decode + random resized crop 224 + flip (widecli.data.stream training batches of 32)")
         print(f"{'workers':>8} {'img/s':>8} {'img/s per worker':>17}")
         times = interleaved({w: (lambda w=w: pipeline(Path(tmp), w)) for w in args.workers}, args.repeats)
         for w, s in times.items():

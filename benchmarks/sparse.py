@@ -2,8 +2,8 @@
 
 At widening factor f with the budget held fixed, the sparse-wide model has the baseline's nonzeros
 (equal useful FLOPs) at connectivity about 1/f, but the dense masked path multiplies all f times
-as many weights. The CSR backend (widecli/sparse_backend.py) multiplies only the kept ones; both
-give the same results (tests/test_sparse_backend.py), so their accuracies printed must agree.
+as many weights. The CSR backend (widecli/sparsity/csr.py) multiplies only the kept ones; both
+give the same results (tests/sparsity/test_csr.py), so their accuracies printed must agree.
 
     python benchmarks/sparse.py [--hidden 64] [--factors 2 4 10 32] [--threads 2]
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from common import header, interleaved, mnist_shaped, parse, spec, train_time
-from widecli.build import plan
+from widecli.methods import plan_weights as plan
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """K seeds trained as one stacked model (batched matmuls) vs the same K runs one by one.
 
 Both sides use widecli's trainer; the stacked runs equal the solo runs within float tolerance
-(tests/test_stacked.py), so the accuracies printed must match. Convnets are not stacked: a
+(tests/engine/test_stacked.py), so the accuracies printed must match. Convnets are not stacked: a
 torch.func.vmap / grouped-conv variant was not measured (see the README's performance section).
 
     python benchmarks/stacked.py [--k 8] [--hidden 64 256 1024] [--threads 2]

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common import best_epoch, header, interleaved, mnist_shaped, parse, spec
-from widecli.build import build
-from widecli.train import train
+from widecli.engine.loop import fit as train
+from widecli.methods import build
 
 
 class MaskedLinear(nn.Linear):

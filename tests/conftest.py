@@ -38,3 +38,44 @@ def make_recipe(tmp_path, data_root):
         path.write_text(yaml.safe_dump(raw))
         return path
     return make
+
+
+@pytest.fixture
+def run_stored():
+    """Train runs through the one run path (execute.run.run_group: lock, train, write) and read each
+    back from the store: [(run, run directory)], run.status/.final/.metrics/.error from its files.
+
+    on_epoch(epoch, epochs, rows) sees the same progress events a sweep's progress bar sees."""
+    import json
+    from types import SimpleNamespace
+
+    from widecli.execute.run import run_group
+
+    def run(specs, results, device, on_epoch=None):
+        def emit(event):
+            if on_epoch and event.kind == "epoch":
+                on_epoch(event.epoch, event.epochs, event.rows)
+        report = run_group(list(specs), results, device, emit=emit, record_failures=False)
+        out = []
+        for path in report.written:
+            result = json.loads((path / "result.json").read_text())
+            saved = torch.load(path / "model.pt", weights_only=True) if (path / "model.pt").exists() else {}
+            out.append((SimpleNamespace(status=result["status"], final=result["final"], error=result["error"],
+                                        spec=result["spec"], run_id=result["run_id"], state=saved.get("state"),
+                                        masks=saved.get("masks"), metrics=_rows(path / "metrics.csv")),
+                        path))
+        return out
+    return run
+
+
+def _rows(path: Path) -> list[dict]:
+    """metrics.csv as a list of dicts with numbers as floats."""
+    import csv
+
+    def num(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    with open(path) as f:
+        return [{k: num(v) for k, v in row.items()} for row in csv.DictReader(f)]

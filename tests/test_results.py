@@ -7,8 +7,13 @@ committed results (a sweep would retrain them all).
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from widecli import recipe, report, sweep
+from widecli.analysis.frame import load_frame, studies
+from widecli.cli.app import app
+from widecli.config.expand import expand
+from widecli.config.load import load_recipe
+from widecli.execute.plan import plan_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
@@ -16,13 +21,21 @@ STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_run_of_a_committed_study_is_finished(path):
-    specs = recipe.expand(recipe.load(path))
-    planned = sweep.plan(specs, ROOT / "results")
+    specs = expand(load_recipe(path))
+    planned = plan_runs(specs, ROOT / "results")
     todo = [p.run_id for p in planned if p.status != "finished"]
     assert not todo, f"{path.name}: {len(todo)} of {len(planned)} runs not finished in results/"
 
 
 def test_committed_report_regenerates(tmp_path):
-    df = report.load_frame(ROOT / "results")
+    df = load_frame(ROOT / "results")
     assert len(df) >= 500 and set(df["status"]) == {"ok"}
-    assert len(report.studies(df)) >= 10
+    assert len(studies(df)) >= 10
+
+
+def test_committed_report_regenerates_byte_for_byte(tmp_path):
+    """`widecli report results/ --table1` rebuilds the committed results/report.md and .txt exactly."""
+    res = CliRunner().invoke(app, ["report", str(ROOT / "results"), "--table1", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("report.md", "report.txt"):
+        assert (tmp_path / name).read_bytes() == (ROOT / "results" / name).read_bytes(), name

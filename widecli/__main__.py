@@ -1,3 +1,3 @@
-from widecli.cli import main
+from widecli.cli.app import main
 
 main()

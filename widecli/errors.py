@@ -30,3 +30,7 @@ class DeviceError(WidecliError):
 
 class ResourceError(WidecliError):
     """The machine cannot hold what a recipe asks for (e.g. a model larger than the device's memory)."""
+
+
+class SweepError(WidecliError):
+    """A sweep cannot start or go on (executor, Ray cluster)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from widecli.models.common import conv, image_shape, linear
+from widecli.models.layers import conv, image_shape, linear
 
 LAYERS = ("conv1", "conv2", "conv3")
 
@@ -36,10 +36,6 @@ class CNN(nn.Module):
             x = self.relu(getattr(self, f"bn{i}")(getattr(self, name)(x)))
             x = self.maxpool(x) if pool else x
         return self.fc(self.pool(x).flatten(1))
-
-
-def widenable_layers(cfg) -> list[str]:
-    return list(LAYERS)
 
 
 def base_widths(cfg) -> dict[str, int]:

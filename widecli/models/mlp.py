@@ -12,8 +12,6 @@ import math
 import torch
 from torch import nn
 
-STACKABLE = True  # weights carry a leading stack dimension: K seeds train as one model
-
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
 
 
@@ -23,21 +21,25 @@ class StackedLinear(nn.Module):
     stacked = True
 
     def __init__(self, in_features: int, out_features: int, stack: int = 1, bias: bool = True,
-                 ntk: bool = False):
+                 ntk: bool = False, init: str = "auto"):
         super().__init__()
         self.in_features, self.out_features, self.stack, self.ntk = in_features, out_features, stack, ntk
         self.weight = nn.Parameter(torch.empty(stack, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(stack, out_features)) if bias else None
-        # NTK parameterization (official MLP code): N(0, 1) weights, 1/sqrt(fan_in) in the forward.
+        # NTK parameterization (official MLP code): weights of scale 1, 1/sqrt(fan_in) in the forward.
         self.scale = 1.0 / math.sqrt(in_features) if ntk else 1.0
+        # model.init: the weights' distribution at scale s (ntk: s = 1; standard: s = 1/sqrt(fan_in)):
+        # normal N(0, s^2) or uniform U(-s, s); auto is normal for ntk, uniform (PyTorch's) for standard.
+        self.init = init if init != "auto" else ("normal" if ntk else "uniform")
 
     def reset_parameters(self, generators: list[torch.Generator]) -> None:
         """Slice k is drawn from generators[k] (on CPU, so every device gets the same numbers)."""
         bound = 1.0 / math.sqrt(self.in_features)
+        s = 1.0 if self.ntk else bound
         with torch.no_grad():
             for k, g in enumerate(generators):
                 w = torch.empty(self.out_features, self.in_features)
-                w.normal_(0.0, 1.0, generator=g) if self.ntk else w.uniform_(-bound, bound, generator=g)
+                w.normal_(0.0, s, generator=g) if self.init == "normal" else w.uniform_(-s, s, generator=g)
                 self.weight[k].copy_(w)
                 if self.bias is not None:
                     b = torch.zeros(self.out_features)
@@ -94,11 +96,11 @@ class FactorizedLinear(nn.Module):
     stacked = True
 
     def __init__(self, in_features: int, out_features: int, rank: int, stack: int = 1,
-                 bias: bool = True, ntk: bool = False, nonlinear: bool = False):
+                 bias: bool = True, ntk: bool = False, nonlinear: bool = False, init: str = "auto"):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.V = StackedLinear(in_features, rank, stack, bias=False, ntk=ntk)
-        self.U = StackedLinear(rank, out_features, stack, bias=bias, ntk=ntk)
+        self.V = StackedLinear(in_features, rank, stack, bias=False, ntk=ntk, init=init)
+        self.U = StackedLinear(rank, out_features, stack, bias=bias, ntk=ntk, init=init)
         self.act = nn.ReLU() if nonlinear else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,15 +110,15 @@ class FactorizedLinear(nn.Module):
 class MLP(nn.Module):
     def __init__(self, sizes: list[int], input_shape: tuple[int, ...], activation: str = "relu",
                  bias: bool = True, ntk: bool = False, stack: int = 1,
-                 ranks: dict[str, int] | None = None, rank_nonlinear: bool = False):
+                 ranks: dict[str, int] | None = None, rank_nonlinear: bool = False, init: str = "auto"):
         super().__init__()
         self.input_shape, self.stack = tuple(input_shape), stack
         self.names = [f"fc{i + 1}" for i in range(len(sizes) - 2)] + ["out"]
         for name, n_in, n_out in zip(self.names, sizes[:-1], sizes[1:]):
             if ranks and name in ranks:
-                layer = FactorizedLinear(n_in, n_out, ranks[name], stack, bias, ntk, rank_nonlinear)
+                layer = FactorizedLinear(n_in, n_out, ranks[name], stack, bias, ntk, rank_nonlinear, init)
             else:
-                layer = StackedLinear(n_in, n_out, stack, bias, ntk)
+                layer = StackedLinear(n_in, n_out, stack, bias, ntk, init)
             setattr(self, name, layer)
         self.act = ACTIVATIONS[activation]()
 
@@ -131,17 +133,13 @@ class MLP(nn.Module):
         return out[0] if unstacked and self.stack == 1 else out
 
 
-def widenable_layers(cfg) -> list[str]:
-    return [f"fc{i + 1}" for i in range(len(cfg.hidden))]
-
-
 def base_widths(cfg) -> dict[str, int]:
-    return dict(zip(widenable_layers(cfg), cfg.hidden))
+    return {f"fc{i + 1}": h for i, h in enumerate(cfg.hidden)}
 
 
 def build(cfg, widths: dict[str, int], input_shape, num_classes: int, stack: int = 1,
           ranks: dict[str, int] | None = None, rank_nonlinear: bool = False) -> MLP:
     n_in = math.prod(input_shape)
-    sizes = [n_in] + [widths[name] for name in widenable_layers(cfg)] + [num_classes]
+    sizes = [n_in] + [widths[name] for name in base_widths(cfg)] + [num_classes]
     return MLP(sizes, input_shape, cfg.activation, cfg.bias, cfg.parameterization == "ntk", stack,
-               ranks, rank_nonlinear)
+               ranks, rank_nonlinear, cfg.init)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from widecli.models.common import conv, image_shape, linear
+from widecli.models.layers import conv, image_shape, linear
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -63,10 +63,6 @@ class ResNet18(nn.Module):
         for stage in STAGES:
             out = getattr(self, stage)(out)
         return self.fc(self.pool(out).flatten(1))
-
-
-def widenable_layers(cfg) -> list[str]:
-    return list(STAGES)
 
 
 def base_widths(cfg) -> dict[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from widecli.models import resnet
-from widecli.models.common import image_shape
+from widecli.models.layers import image_shape
 
 
 class ResNet18ImageNet(resnet.ResNet18):
@@ -23,7 +23,6 @@ class ResNet18ImageNet(resnet.ResNet18):
         return self.maxpool(super().stem(x))
 
 
-widenable_layers = resnet.widenable_layers
 base_widths = resnet.base_widths
 
 

@@ -1,0 +1,202 @@
+"""Finished runs as one DataFrame, grouped into studies (the rows of Table 1).
+
+A *study* is one row of Table 1: a recipe with fixed data/model/training settings (sweep axes on
+those keys included), one choice of widened layers and one set of sparsity settings. Its runs are
+  - the baseline: dense runs at factor 1 with the same recipe, data, model and training settings.
+    Factor 1 is stored canonically (dense, widen "first", default sparsity), so every study of
+    those settings shares it whatever its own widen/sparsity columns say;
+  - its sparse runs at factors > 1;
+  - the dense and bottleneck runs at factors > 1 with the same widened layers. They carry default
+    sparsity settings, so they are shared by studies that differ only in sparsity.
+Means and ± are over seeds: ± is the sample standard deviation (ddof=1), empty with one seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from widecli.config.identity import EXECUTION_KEYS
+from widecli.config.schema import RunSpec
+from widecli.errors import StoreError
+from widecli.store import runs as store
+
+EXEC_COLUMNS = {f"{section}.{k}" for section, keys in EXECUTION_KEYS.items() for k in keys}
+_SHOWN = {"recipe", "data.dataset", "model.arch", "model.hidden", "model.width", "widen_layers",
+          "sparsity.rule"}
+
+
+def load_frame(results: str | Path, recipes: list[str] | None = None,
+               expected: list[RunSpec] | None = None) -> pd.DataFrame:
+    """One row per finished run under `results` (all recipes, or those named), spec keys flattened.
+
+    `expected` specs (a recipe's expansion) that have no finished run are added with status
+    "missing", so a study shows what is still to run.
+    """
+    root = Path(results)
+    if not root.is_dir():
+        raise StoreError(f"{root}: no such results directory")
+    if not recipes and any(root.glob(f"*/{store.RESULT}")):  # given results/<recipe>/ itself
+        root, recipes = root.parent, [root.name]
+    found, rejected = {}, []
+    for name in recipes or [None]:
+        # Keyed by (recipe, run id): recipes may share runs (same spec), each study keeps its own.
+        found.update({(r["recipe"], r["run_id"]): r
+                      for r in store.finished_runs(root, name, rejected=rejected).values()})
+    rows = [{**store.flatten(r), "stale": _stale(r)} for r in found.values()]
+    for spec in expected or []:
+        if (spec.recipe, spec.run_id) not in found:
+            rows.append(store.flatten({"run_id": spec.run_id, "recipe": spec.recipe, "status": "missing",
+                                       "spec": spec.model_dump(mode="json")}))
+    if not rows:
+        where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
+        why = f" ({len(rejected)} result file(s) rejected: {rejected[0]})" if rejected else ""
+        raise StoreError(f"{root}: no finished runs{where}{why}; run `widecli sweep RECIPE` first")
+    df = pd.DataFrame(rows)
+    df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI
+    for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    return _with_keys(df)
+
+
+def _stale(result: dict) -> bool:
+    """Whether a run is stored under an id that its spec no longer hashes to (an older widecli)."""
+    try:
+        return RunSpec.model_validate(result["spec"]).run_id != result["run_id"]
+    except ValueError:  # pydantic's ValidationError: a spec of an older schema
+        return True
+
+
+def _key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    # str() of every value (NaN and None included: pandas' astype(str) keeps NaN in pandas >= 3)
+    return pd.Series(["|".join(map(str, t)) for t in df[cols].itertuples(index=False)], index=df.index)
+
+
+def _with_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Add _base (baseline match), _arm (+ widened layers) and _study (+ sparsity) keys."""
+    shared = ["recipe"] + sorted(c for c in df.columns if c.split(".")[0] in ("data", "model", "train")
+                                 and c not in EXEC_COLUMNS)
+    sparsity = sorted(c for c in df.columns if c.startswith("sparsity."))
+    df = df.copy()
+    df["_base"] = _key(df, shared)
+    df["_arm"] = df["_base"] + "|" + df["widen_layers"].astype(str)
+    df["_study"] = df["_arm"] + "|" + _key(df, sparsity)
+    df.attrs["study_cols"] = shared + ["widen_layers"] + sparsity
+    return df
+
+
+# --------------------------------------------------------------------------- studies
+
+
+@dataclass
+class Study:
+    name: str
+    labels: dict          # recipe, dataset, model, widened, rule and the settings that vary
+    rows: pd.DataFrame    # baseline + sparse + dense + bottleneck runs (missing ones included)
+    sparse: bool          # False: a study of dense/bottleneck runs only (no sparsity settings)
+
+
+def studies(df: pd.DataFrame) -> list[Study]:
+    """Group runs into studies (see the module docstring), in a stable order."""
+    wide = df[df["factor"] > 1]
+    keys = list(dict.fromkeys(wide.loc[wide["method"] == "sparse", "_study"]))
+    arms_with_sparse = set(wide.loc[wide["method"] == "sparse", "_arm"])
+    keys += [a for a in dict.fromkeys(wide["_arm"]) if a not in arms_with_sparse]
+    bases_with_wide = set(wide["_base"])
+    keys += [b for b in dict.fromkeys(df["_base"]) if b not in bases_with_wide]
+    firsts = {k: _first_row(df, k) for k in keys}
+    varying = _varying(df, list(firsts.values()))
+    # File names use only what varies within the study's own recipe, so adding another recipe's
+    # results never renames (and breaks links to) a study's plot.
+    varying_in = {r: [c for c in varying if c in _varying(df, [f for f in firsts.values() if f["recipe"] == r])]
+                  for r in {f["recipe"] for f in firsts.values()}}
+    wide_studies = set(wide["_study"])
+    out = []
+    for key, first in firsts.items():
+        base = first["_base"]
+        is_sparse = key in wide_studies and first["method"] == "sparse"
+        members = (df["_base"] == base) & (df["factor"] == 1)
+        if key != base:
+            members |= (df["_arm"] == first["_arm"]) & (df["factor"] > 1) & (df["method"] != "sparse")
+        if is_sparse:
+            members |= (df["_study"] == key) & (df["method"] == "sparse") & (df["factor"] > 1)
+        labels = _labels(first, key != base, is_sparse, varying)
+        out.append(Study(_name(labels, varying_in[first["recipe"]]), labels, df[members], is_sparse))
+    out.sort(key=lambda s: [str(v) for v in s.labels.values()])
+    _dedup_names(out)
+    return out
+
+
+def _first_row(df: pd.DataFrame, key: str) -> pd.Series:
+    """A representative row of a key (a wide sparse row for a study key, else any)."""
+    for col in ("_study", "_arm", "_base"):
+        hit = df[(df[col] == key) & (df["factor"] > 1)] if col != "_base" else df[df[col] == key]
+        if not hit.empty:
+            return hit.sort_values("method", key=lambda m: m != "sparse", kind="stable").iloc[0]
+    raise KeyError(key)
+
+
+def _varying(df: pd.DataFrame, firsts: list[pd.Series]) -> list[str]:
+    """Study settings (beyond the Table 1 label columns) that differ between studies (their first rows)."""
+    reps = pd.DataFrame(firsts)
+    cols = [c for c in df.attrs["study_cols"] if c not in _SHOWN and c not in EXEC_COLUMNS]
+    sparse_reps = reps[reps["method"] == "sparse"]
+    return [c for c in cols if (sparse_reps if c.startswith("sparsity.") else reps)[c].map(str).nunique() > 1]
+
+
+def _model_label(row: pd.Series) -> str:
+    if row.get("model.arch") == "mlp":
+        return f"mlp {row.get('model.hidden')}"
+    return f"{row.get('model.arch')} w{row.get('model.width')}"
+
+
+def _labels(row: pd.Series, wide: bool, sparse: bool, varying: list[str]) -> dict:
+    labels = {"recipe": row["recipe"], "dataset": row["data.dataset"], "model": _model_label(row),
+              "widened": row["widen_layers"] if wide else "-",
+              "rule": row["sparsity.rule"] if sparse else "-"}
+    for c in varying:
+        labels[c] = row[c] if (sparse or not c.startswith("sparsity.")) else "-"
+    return labels
+
+
+def _name(labels: dict, varying: list[str]) -> str:
+    """recipe-widened-rule plus key=value for each setting that varies within the recipe."""
+    parts = [short_label(labels[k]) for k in ("recipe", "widened", "rule") if labels[k] != "-"]
+    parts += [f"{c.split('.')[-1]}={short_label(labels[c])}" for c in varying if labels.get(c, "-") != "-"]
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "-".join(parts)).strip("_")
+
+
+def short_label(v) -> str:
+    """A label value for a file name: JSON mappings as k=v,k=v."""
+    try:
+        d = json.loads(v) if isinstance(v, str) else None
+    except ValueError:
+        d = None
+    return ",".join(f"{k}={x}" for k, x in d.items()) if isinstance(d, dict) else str(v)
+
+
+def _dedup_names(items: list[Study]) -> None:
+    seen: dict[str, int] = {}
+    for s in items:
+        seen[s.name] = seen.get(s.name, 0) + 1
+    for s in items:
+        if seen[s.name] > 1:
+            s.name += "-" + hashlib.sha256(json.dumps(s.labels, default=str).encode()).hexdigest()[:6]
+
+
+def ok_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"] == "ok"]
+
+
+def curve(rows: pd.DataFrame, method: str, metric: str, x: str = "factor") -> pd.DataFrame:
+    """Mean and std over seeds per x; every method's curve starts at the shared f=1 baseline."""
+    ok = ok_runs(rows)
+    pts = ok[(ok["method"] == method) & (ok["factor"] > 1)]
+    if x == "factor":
+        pts = pd.concat([ok[ok["factor"] == 1], pts])
+    return pts.groupby(x)[metric].agg(["mean", "std"]).reset_index().sort_values(x)

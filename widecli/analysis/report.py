@@ -1,0 +1,293 @@
+"""Reports: the paper's Table 1, a runs table and text formats (md, txt, csv, latex) from the
+finished runs of a results directory (analysis.frame); plots through analysis.plots.
+
+Table 1 per study (see analysis.frame): baseline accuracy (f = 1 dense), the best sparse-wide
+accuracy and its factor/connectivity, dense-wide accuracy at that factor, and the fraction of the
+dense improvement reached by width alone, (sparse - baseline) / (dense - baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from widecli.analysis import plots
+from widecli.analysis.frame import EXEC_COLUMNS, Study, load_frame, ok_runs, short_label, studies
+from widecli.config.schema import RunSpec
+from widecli.errors import StoreError
+from widecli.methods import bottlenecks
+from widecli.store import runs as store
+
+FORMATS = ("md", "txt", "csv", "latex")
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+def _seeds(rows: pd.DataFrame) -> pd.Series:
+    """Test accuracy per seed of one cell (a seed with several runs is averaged)."""
+    return ok_runs(rows).groupby("seed")["test_accuracy"].mean()
+
+
+def _stats(per_seed: pd.Series) -> tuple[float, float, int]:
+    n = len(per_seed)
+    return (float(per_seed.mean()) if n else np.nan, float(per_seed.std(ddof=1)) if n > 1 else np.nan, n)
+
+
+
+
+def best_wide(rows: pd.DataFrame, method: str) -> dict | None:
+    """The factor > 1 of `method` with the highest mean test accuracy over seeds (ties: smaller f)."""
+    cells = ok_runs(rows[(rows["method"] == method) & (rows["factor"] > 1)])
+    if cells.empty:
+        return None
+    means = cells.groupby("factor")["test_accuracy"].mean()
+    f = float(means.idxmax())
+    cell = cells[cells["factor"] == f]
+    per_seed = _seeds(cell)
+    mean, std, n = _stats(per_seed)
+    return {"factor": f, "mean": mean, "std": std, "seeds": n,
+            "connectivity": float(cell["connectivity"].mean()), "per_seed": per_seed}
+
+
+def fraction(base: pd.Series, wide: pd.Series, dense: pd.Series) -> tuple[float, float, int]:
+    """(wide - base) / (dense - base): the ratio of the seed means, ± the std of per-seed ratios.
+
+    The point value uses the means shown in the table (checkable by hand from the row). The ± pairs
+    runs by seed: for each seed present in all three cells, (wide_s - base_s) / (dense_s - base_s),
+    and takes their sample std (ddof=1); empty with fewer than two paired seeds.
+    """
+    gain = dense.mean() - base.mean()
+    point = float((wide.mean() - base.mean()) / gain) if gain != 0 else np.nan
+    paired = sorted(set(base.index) & set(wide.index) & set(dense.index))
+    per_seed = [(wide[s] - base[s]) / (dense[s] - base[s]) for s in paired if dense[s] != base[s]]
+    return point, float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else np.nan, len(per_seed)
+
+
+def study_row(study: Study, method: str = "sparse") -> dict:
+    """Table 1 figures of a study; `method` is the wide method compared (sparse in the paper)."""
+    rows, notes = study.rows, []
+    base_seeds = _seeds(rows[rows["factor"] == 1])
+    b_mean, b_std, b_n = _stats(base_seeds)
+    row = {**study.labels, "baseline": b_mean, "baseline_std": b_std, "baseline_seeds": b_n}
+    if not b_n:
+        notes.append("no baseline (f=1) run")
+    compared = study.sparse or method != "sparse"   # a dense-only study has no sparse runs to compare
+    best = best_wide(rows, method) if compared else None
+    row.update({"sparse": np.nan, "sparse_std": np.nan, "sparse_seeds": 0, "sparse_factor": np.nan,
+                "sparse_connectivity": np.nan, "dense": np.nan, "dense_std": np.nan, "dense_seeds": 0,
+                "dense_factor": np.nan, "dense_at": "", "fraction": np.nan, "fraction_std": np.nan,
+                "fraction_seeds": 0})
+    if best:
+        row.update({"sparse": best["mean"], "sparse_std": best["std"], "sparse_seeds": best["seeds"],
+                    "sparse_factor": best["factor"], "sparse_connectivity": best["connectivity"]})
+    elif compared:
+        notes.append(f"no {method} runs at f>1")
+    dense = ok_runs(rows[(rows["method"] == "dense") & (rows["factor"] > 1)])
+    if dense.empty:
+        notes.append("no dense-wide runs")
+    else:
+        at_best = best is not None and (dense["factor"] == best["factor"]).any()
+        f = best["factor"] if at_best else float(dense["factor"].max())
+        d_seeds = _seeds(dense[dense["factor"] == f])
+        d_mean, d_std, d_n = _stats(d_seeds)
+        row.update({"dense": d_mean, "dense_std": d_std, "dense_seeds": d_n, "dense_factor": f,
+                    "dense_at": "same f" if at_best else "widest"})
+        if best is not None and b_n:
+            fr, fr_std, fr_n = fraction(base_seeds, best["per_seed"], d_seeds)
+            row.update({"fraction": fr, "fraction_std": fr_std, "fraction_seeds": fr_n})
+            if np.isnan(fr):
+                notes.append("dense = baseline: fraction undefined")
+            elif d_mean <= b_mean:
+                notes.append("dense wide not above baseline")
+            elif best["mean"] <= b_mean:
+                notes.append("sparse wide below baseline")
+    for m in bottlenecks():
+        b = best_wide(rows, m)
+        if b:
+            row.update({m: b["mean"], f"{m}_std": b["std"], f"{m}_factor": b["factor"]})
+    stale = int(rows.get("stale", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    if stale:
+        notes.append(f"{stale} run(s) under outdated run ids (an older widecli; a sweep re-runs them)")
+    failed = int(rows["status"].isin(["diverged", "failed"]).sum())
+    if failed:
+        notes.append(f"{failed} run(s) failed/diverged")
+    row["missing"] = missing_runs(study)
+    if row["missing"]:
+        notes.append(f"{row['missing']} run(s) missing")
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def missing_runs(study: Study) -> int:
+    """Runs still to do: 'missing' rows (from a recipe), else holes in the grid that the runs span.
+
+    Without a recipe the expected grid is inferred: every (method, factor > 1) cell present and the
+    baseline, each with every seed seen in the study.
+    """
+    rows = study.rows
+    if (rows["status"] == "missing").any():
+        return int((rows["status"] == "missing").sum())
+    seeds = set(rows["seed"])
+    cells = rows.groupby(["method", "factor"])["seed"].agg(set)
+    return int(sum(len(seeds - s) for s in cells))
+
+
+def table1(items: list[Study], method: str = "sparse") -> pd.DataFrame:
+    """Table 1, one row per study, numbers as fractions in [0, 1] (full precision)."""
+    t = pd.DataFrame([study_row(s, method) for s in items])
+    return t[[c for c in t.columns if c in _T1_ALWAYS or not t[c].isna().all()]]
+
+
+_T1_ALWAYS = ("baseline", "baseline_std", "sparse", "sparse_std", "sparse_factor", "sparse_connectivity",
+              "dense", "dense_std", "dense_factor", "fraction", "fraction_std", "note")
+
+
+def runs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe x method x factor x settings: connectivity, nonzeros, mean ± std accuracy, seeds."""
+    keep = [c for c in df.attrs["study_cols"] if c not in EXEC_COLUMNS]
+    varying = [c for c in keep if c not in ("recipe", "widen_layers") and df[c].map(str).nunique() > 1]
+    keys = ["recipe", "method", "factor", "widen_layers"] + [c for c in varying if c != "sparsity.rule"]
+    if "sparsity.rule" in df:
+        keys.insert(4, "sparsity.rule")
+    ok = ok_runs(df)
+    g = df.groupby(keys, dropna=False, sort=True)
+    t = g.agg(runs=("run_id", "size")).join(ok.groupby(keys, dropna=False).agg(
+        connectivity=("connectivity", "mean"), nonzeros=("nonzeros", "mean"),
+        test=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
+        train=("train_accuracy", "mean"), train_std=("train_accuracy", "std"),
+        seeds=("seed", "nunique")))
+    t["seeds"] = t["seeds"].fillna(0).astype(int)
+    most = t.groupby(level="recipe")["runs"].transform("max")
+    t["complete"] = t["seeds"] >= most
+    t = t.reset_index()
+    for c in ("sparsity.rule", "widen_layers"):
+        if c in t:
+            t.loc[t["factor"] == 1, c] = "-"
+    if "sparsity.rule" in t:
+        t.loc[t["method"] != "sparse", "sparsity.rule"] = "-"
+    return t.drop(columns="runs")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or pd.isna(mean):
+        return "-"
+    s = f"{scale * mean:.{digits}f}"
+    return s if pd.isna(std) else f"{s} ± {scale * std:.{digits}f}"
+
+
+def display_table1(t: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 in the paper's layout: accuracies in %, fraction as a ratio."""
+    d = t[[c for c in ("recipe", "dataset", "model", "widened", "rule") if c in t.columns]].copy()
+    settings = [c for c in t.columns if "." in c]
+    if settings:  # the settings that tell studies apart, in one narrow column: epochs=1000, scope=all
+        d["settings"] = [", ".join(f"{c.split('.')[-1]}={short_label(v)}" for c, v in zip(settings, vals)
+                                   if str(v) not in ("-", "nan", "None"))
+                         or "-" for vals in t[settings].itertuples(index=False)]
+    d["baseline"] = [pm(m, s) for m, s in zip(t["baseline"], t["baseline_std"])]
+    d["best sparse wide (f, connectivity)"] = [
+        "-" if pd.isna(m) else f"{pm(m, s)} (f={f:g}, {c:.3g})"
+        for m, s, f, c in zip(t["sparse"], t.get("sparse_std"), t["sparse_factor"], t["sparse_connectivity"])]
+    d["dense wide"] = ["-" if pd.isna(m) else f"{pm(m, s)} (f={f:g}{', widest' if at == 'widest' else ''})"
+                       for m, s, f, at in zip(t["dense"], t.get("dense_std"), t["dense_factor"], t["dense_at"])]
+    d["fraction"] = [pm(m, s, 1.0) for m, s in zip(t["fraction"], t["fraction_std"])]
+    for m in bottlenecks():
+        if m in t:
+            d[m.replace("_", " ")] = ["-" if pd.isna(v) else f"{pm(v, s)} (f={f:g})"
+                                      for v, s, f in zip(t[m], t[f"{m}_std"], t[f"{m}_factor"])]
+    d["note"] = t["note"].replace("", "-")
+    return d
+
+
+def display_runs(t: pd.DataFrame) -> pd.DataFrame:
+    """The runs table for people: accuracies in %, '*' marks cells with fewer seeds than the recipe's most."""
+    d = t.drop(columns=["test", "test_std", "train", "train_std", "complete", "connectivity", "nonzeros"]).copy()
+    d["factor"] = d["factor"].map(lambda f: f"{f:g}")
+    d["connectivity"] = t["connectivity"].map(lambda c: "-" if pd.isna(c) else f"{c:.4f}")
+    d["nonzeros"] = t["nonzeros"].map(lambda n: "-" if pd.isna(n) else f"{int(n):,}")
+    d["test acc %"] = [pm(m, s) for m, s in zip(t["test"], t["test_std"])]
+    d["train acc %"] = [pm(m, s) for m, s in zip(t["train"], t["train_std"])]
+    d["seeds"] = [f"{n}" if ok else f"{n}*" for n, ok in zip(t["seeds"], t["complete"])]
+    return d.rename(columns={"widen_layers": "widened", "sparsity.rule": "rule"})
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    """A table as md (GitHub), txt (plain), csv (full precision) or latex (booktabs)."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "md":
+        return tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    if fmt == "txt":
+        return tabulate(df, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
+    if fmt == "latex":
+        tex = tabulate(df, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True)
+        return tex.replace("±", r"$\pm$")
+    raise ValueError(fmt)
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+@dataclass
+class ReportOutput:
+    tables: dict[str, pd.DataFrame]     # numeric tables: "table1", "runs"
+    shown: dict[str, pd.DataFrame]      # the same for people (formatted strings)
+    studies: list[Study]
+    files: list[Path]
+    rejected: list[str] = field(default_factory=list)   # corrupt/foreign result files, left out
+
+
+def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot: bool = False,
+          fmt: str | None = None, out: str | Path | None = None, recipes: list[str] | None = None,
+          expected: list[RunSpec] | None = None) -> ReportOutput:
+    """Load, compute, and write report.md/report.txt (+ csv/latex when asked) and plots into `out`."""
+    if fmt is not None and fmt not in FORMATS:
+        raise StoreError(f"--format: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    df = load_frame(results, recipes, expected)
+    items = studies(df)
+    tables, shown = {}, {}
+    if table1_:
+        tables["table1"] = table1(items)
+        shown["table1"] = display_table1(tables["table1"])
+    if runs:
+        tables["runs"] = runs_table(df)
+        shown["runs"] = display_runs(tables["runs"])
+    out = Path(out or results)
+    files = write_tables(tables, shown, out, fmt)
+    if plot:
+        files += [plots.plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
+        files += plots.heatmaps(df, out / "plots")
+    return ReportOutput(tables, shown, items, files, df.attrs.get("rejected", []))
+
+
+def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None) -> list[Path]:
+    """report.md and report.txt always; report-<table>.csv / .tex for --format csv / latex."""
+    files = []
+    texts = {"md": "", "txt": ""}
+    for name, d in shown.items():
+        texts["md"] += f"## {TITLES[name]}\n\n{render(d, 'md')}\n\n"
+        texts["txt"] += f"{TITLES[name]}\n\n{render(d, 'txt')}\n\n"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for ext, text in texts.items():
+            store.atomic_write(out / f"report.{ext}", text.encode())
+            files.append(out / f"report.{ext}")
+        for name in tables if fmt in ("csv", "latex") else []:
+            text = render(tables[name], "csv") if fmt == "csv" else render(shown[name], "latex")
+            path = out / f"report-{name}.{'csv' if fmt == 'csv' else 'tex'}"
+            store.atomic_write(path, text.encode())
+            files.append(path)
+    except OSError as e:
+        raise StoreError(f"{out}: cannot write the report ({e.strerror or e})") from None
+    return files
+
+
+TITLES = {"table1": "Table 1: width alone vs dense widening at a fixed number of weights",
+          "runs": "Runs: mean ± std over seeds (accuracy in %)"}

@@ -1,0 +1,1 @@
+"""The command line: Typer commands (`app`) and everything printed to the terminal (`render`)."""

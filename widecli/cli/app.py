@@ -1,0 +1,366 @@
+"""Command-line interface: each command parses its arguments, calls one function and renders the
+result (widecli.cli.render). Every WidecliError becomes one red line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+import typer.core
+from typer.exceptions import TyperException
+
+from widecli.analysis import ablate as ablate_mod
+from widecli.analysis import kernel as kernel_mod
+from widecli.analysis import report as report_mod
+from widecli.cli import render
+from widecli.cli.render import out
+from widecli.config.expand import expand, make_spec
+from widecli.config.load import load_recipe
+from widecli.data.registry import describe
+from widecli.engine import dist
+from widecli.engine.device import resolve_device
+from widecli.errors import RecipeError, WidecliError
+from widecli.execute import preflight
+from widecli.execute.plan import plan_runs, run_status
+from widecli.execute.run import Event, label, run_group
+from widecli.execute.sweep import sweep as run_sweep
+from widecli.execute.sweep import wait_unlocked
+from widecli.methods import METHODS, layer_table, plan_weights
+from widecli.models.registry import widenable_layers
+
+
+class OneLineGroup(typer.core.TyperGroup):
+    """Usage errors (missing argument, unknown option or command, bad option value) as one red line
+    and exit code 2, instead of Click's multi-line usage box: Click's documented way is to run
+    `main(standalone_mode=False)` and handle the exception ourselves. Typer vendors Click; its
+    exceptions all derive from the public `typer.exceptions.TyperException`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            render.err.print("[red]interrupted[/]", markup=True)
+            sys.exit(130)
+        except TyperException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `widecli`: the help was printed
+                sys.exit(e.exit_code)
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "widecli"
+            message = " ".join(e.format_message().split()) + _given(e, sys.argv[1:] if args is None else args)
+            render.error(f"{where}: {message} (see {where} --help)")
+            sys.exit(e.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            commands = self.list_commands(ctx)
+            close = difflib.get_close_matches(name, commands, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"no such command {name!r}{hint} (commands: {', '.join(commands)})")
+        return super().resolve_command(ctx, args)
+
+
+def _given(e, args: list[str]) -> str:
+    """` (got 'x')`: the value a bad option had on the command line (Click's message leaves it out)."""
+    if not isinstance(e, typer.BadParameter):
+        return ""
+    opts = getattr(getattr(e, "param", None), "opts", None) or []
+    for i, a in enumerate(args):
+        name, eq, value = str(a).partition("=")
+        if name in opts:
+            got = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+            return f" (got {got!r})" if got is not None else ""
+    return ""
+
+
+app = typer.Typer(name="widecli", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=OneLineGroup,
+                  help="Ablation studies on wide, sparse networks at a fixed number of weights.")
+_debug = {"on": False}
+
+SetOpt = typer.Option(None, "--set", help="override a recipe key: dotted.key=value (YAML value); repeatable")
+ResultsOpt = typer.Option(Path("results"), "--results", help="results directory")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show Python tracebacks on errors")) -> None:
+    _debug["on"] = debug
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the current run cleans up its partial files."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+def handled(fn: Callable) -> Callable:
+    """Turn WidecliError into one red line and exit code 2 (a traceback only with --debug).
+
+    Ctrl-C / SIGTERM: the runner has removed the current run's partial files; say how to resume
+    and exit 130 / 143.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:
+            pass  # not the main thread (an embedding program): leave its signals alone
+        try:
+            return fn(*args, **kwargs)
+        except WidecliError as e:
+            if _debug["on"]:
+                raise
+            render.error(str(e))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:
+            again = shlex.join(["widecli", *sys.argv[1:]])
+            render.interrupted(again)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    return wrapper
+
+
+def _run_flags(factor: float | None, method: str | None, seed: int | None, gpus: int | None = None) -> dict:
+    """Command-line options that set recipe keys, validated by the schema like the recipe itself."""
+    flags = {"--factor": ("widen.factors", [factor]), "--method": ("widen.methods", [method]),
+             "--seed": ("seeds", [seed]), "--gpus": ("train.gpus", gpus)}
+    return {k: v for k, v in flags.items() if (v[1][0] if isinstance(v[1], list) else v[1]) is not None}
+
+
+@app.command()
+@handled
+def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt) -> None:
+    """Validate a recipe and print every planned run with widths, nonzeros and connectivity."""
+    r = load_recipe(recipe, set_)
+    shape, classes = describe(r.data)
+    rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in expand(r)]
+    render.check_table(r.name, shape, classes, rows)
+
+
+@app.command()
+@handled
+def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
+          factor: Optional[float] = typer.Option(None, help="widening factor (default: the recipe's first)"),
+          method: Optional[str] = typer.Option(None, help="sparse | dense | linear_bottleneck | nonlinear_bottleneck"),
+          seed: Optional[int] = typer.Option(None, help="seed (default: the recipe's first)"),
+          set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt,
+          force: bool = typer.Option(False, "--force", help="retrain the run even if it is finished"),
+          gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
+                                             help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
+    """Train one run of a recipe and write it to the results directory (skipped if already finished)."""
+    r = load_recipe(recipe, set_, _run_flags(factor, method, seed, gpus))
+    spec = make_spec(r, r.widen.factors[0], r.widen.methods[0], r.seeds[0])
+    dev = dist.init_from_env(resolve_device(device))  # a torchrun rank joins its group
+    if not dist.is_main():  # torchrun ranks > 0 train their share silently, write nothing
+        run_group([spec], results, dev)
+        return
+    if not force and run_status(results, spec)[0] == "finished":
+        out.print(f"{r.name} run {spec.run_id} is already finished in {results / r.name} (--force retrains)")
+        render.run_summary(results / r.name / spec.run_id)
+        return
+    preflight.before_training([spec], results, dev, force=True)
+    where = f"{spec.train.gpus} x {dev}" if spec.train.gpus > 1 else str(dev)
+    out.print(f"[bold]{r.name}[/] run {spec.run_id}: factor {spec.factor:g}, {spec.method}, "
+              f"seed {spec.seed}, on {where}")
+    with render.RunProgress(r.name, results) as progress:
+        report = run_group([spec], results, dev, force=force, emit=progress.on_event, record_failures=False)
+        if report.busy:  # another sweep (or train) holds the run: wait for it, take over if it died
+            progress.on_event(Event("wait", [label(s) for s in report.busy]))
+            wait_unlocked(report.busy, results)
+            report = run_group([spec], results, dev, emit=progress.on_event, record_failures=False)
+    if not report.written:
+        out.print(f"{r.name} run {spec.run_id} was trained by another process")
+    render.run_summary(results / r.name / spec.run_id)
+
+
+@app.command()
+@handled
+def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
+           factor: float = typer.Option(1.0, help="widening factor at which to show the layers"),
+           method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck")) -> None:
+    """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
+    r = load_recipe(recipe, set_, _run_flags(factor, method, None))
+    shape, classes = describe(r.data)
+    spec = make_spec(r, factor, method, r.seeds[0])
+    title = (f"{r.name}: {r.model.arch} at factor {factor:g} ({spec.method}), widen.layers "
+             f"{spec.widen_layers}, scope {r.sparsity.scope}")
+    render.layers_table(title, layer_table(spec, shape, classes), widenable_layers(r.model))
+
+
+@app.command()
+@handled
+def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
+          jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+          executor: str = typer.Option("local", help="local | ray"),
+          address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT (none: start a local Ray)"),
+          num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="ray: CPUs per run (default 1)"),
+          num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
+                                                   help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
+          device: str = DeviceOpt, results: Path = ResultsOpt,
+          force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
+          retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit")) -> None:
+    """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
+    r = load_recipe(recipe, set_)
+    specs = expand(r)
+    if dry_run:
+        preflight.results_dir(results, [r.name], write=False)
+        shape, classes = describe(r.data)
+        planned = plan_runs(specs, results, force, retry_failed)
+        render.plan_table(r.name, planned, {p.run_id: plan_weights(p.spec, shape, classes).connectivity
+                                            for p in planned})
+        return
+    preflight.before_training(specs, results, device, force)
+    with render.RunProgress(r.name, results) as progress:
+        summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
+                            force=force, retry_failed=retry_failed, on_event=progress.on_event,
+                            num_cpus=num_cpus, num_gpus=num_gpus)
+    render.sweep_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def report(results: Path = typer.Argument(Path("results"), help="results directory (any number of recipes)"),
+           table1: bool = typer.Option(False, "--table1", help="the paper's Table 1, one row per study"),
+           runs: bool = typer.Option(False, "--runs", help="mean ± std per recipe x method x factor"),
+           plot: bool = typer.Option(False, "--plot", help="PNG per study: accuracy vs factor / connectivity"),
+           fmt: Optional[str] = typer.Option(None, "--format", help="print md | txt | csv | latex (and write csv/tex)"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where report files go (default: RESULTS)"),
+           recipe: Optional[List[str]] = typer.Option(
+               None, "--recipe", help="only this recipe: a NAME, or a recipe FILE (also counts its missing runs)")) -> None:
+    """Table 1, a runs table and plots from finished runs; writes report.md and report.txt."""
+    names, expected = [], []
+    for item in recipe or []:
+        if item.endswith((".yaml", ".yml")) or Path(item).is_file():
+            r = load_recipe(item)
+            names.append(r.name)
+            expected += expand(r)
+        else:
+            names.append(item)
+    both = not (table1 or runs or plot)
+    rep = report_mod.build(results, table1_=table1 or both, runs=runs or both, plot=plot, fmt=fmt,
+                           out=out_dir, recipes=names or None, expected=expected)
+    for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
+        render.warning(f"{why} (not counted)")
+    for name, shown in rep.shown.items():
+        if fmt:
+            text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
+            typer.echo(text if fmt == "csv" else f"{report_mod.TITLES[name]}\n\n{text}\n")
+        else:
+            out.print(render.table(shown, report_mod.TITLES[name]))
+    if not fmt and (out.width or 0) >= 100:
+        for s in rep.studies:
+            chart = render.text_chart(s, min(out.width, 110))
+            if chart:
+                out.print(chart, markup=False)
+    render.written(rep.files, to_stderr=bool(fmt))
+
+
+@app.command()
+@handled
+def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file (default: the bundled quickstart)"),
+           widen_layers: Optional[List[str]] = typer.Option(
+               None, "--widen-layers", help="first | last | all | NAME[,NAME...]; repeatable"),
+           rule: Optional[List[str]] = typer.Option(None, "--rule", help="proportional | leveling | erk | uniform | "
+                                                                         "custom; repeatable"),
+           method: Optional[List[str]] = typer.Option(None, "--method", help="sparse | dense | linear_bottleneck | "
+                                                                             "nonlinear_bottleneck; repeatable"),
+           set_: Optional[List[str]] = SetOpt,
+           jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+           executor: str = typer.Option("local", help="local | ray"),
+           address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT"),
+           device: str = DeviceOpt, results: Path = ResultsOpt,
+           dry_run: bool = typer.Option(False, "--dry-run", help="print the arms and their run counts, train nothing"),
+           no_reference: bool = typer.Option(False, "--no-reference", help="leave out the recipe's own setting")) -> None:
+    """Compare widening choices, sparsity rules and methods against the recipe's setting (each arm a sweep)."""
+    path = recipe or ablate_mod.default_recipe()
+    arms, notes = ablate_mod.arms(path, widen_layers or [], rule or [], method or [], set_ or [],
+                                  reference=not no_reference)
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}")
+    if dry_run:
+        out.print(render.table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
+                               f"{len(arms)} arm(s) from {path}"))
+        return
+    specs = ablate_mod.all_specs(arms)
+    preflight.before_training(specs, results, device)
+    with render.RunProgress(arms[0].recipe.name, results) as progress:
+        summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
+                            on_event=progress.on_event)
+    out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
+    comparison = ablate_mod.compare(arms, results)
+    per_factor, per_arm = ablate_mod.display(comparison)
+    out.print(render.table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds"))
+    out.print(render.table(per_arm, "Table 1 per arm; Δ = best wide accuracy minus the reference's (points)"))
+    render.written(comparison.files)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def kernel(recipe: Path = typer.Argument(..., help="recipe YAML file"),
+           factors: Optional[str] = typer.Option(None, help="comma-separated widening factors (default: the recipe's)"),
+           samples: int = typer.Option(256, help="N: inputs (the first N of the split) the kernel is measured on"),
+           inits: int = typer.Option(128, help="M: random inits (with their masks) averaged per model"),
+           seed: Optional[int] = typer.Option(None, help="first init seed; inits use seed..seed+M-1 (default: the recipe's first)"),
+           split: str = typer.Option("test", help="test | train: where the N inputs come from"),
+           reference: str = typer.Option("auto", help="auto | closed_form (MLP) | dense (widest affordable dense model)"),
+           reference_factor: Optional[float] = typer.Option(None, help="factor of the dense reference model (default: widest affordable)"),
+           set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt) -> None:
+    """Distance of each model's NNGP kernel at init to the infinite-width kernel (paper Section 3, Fig. 7)."""
+    overrides = list(set_ or [])
+    if factors is not None:
+        try:
+            overrides.append(f"widen.factors=[{','.join(str(float(f)) for f in factors.split(','))}]")
+        except ValueError:
+            raise RecipeError(f"--factors {factors!r}: expected comma-separated numbers, e.g. 1,2,4") from None
+    if split not in ("test", "train"):
+        raise RecipeError(f"--split: unknown split {split!r}; allowed: test, train")
+    r = load_recipe(recipe, overrides)
+    dev = resolve_device(device)
+    specs = kernel_mod.kernel_specs(r)
+    out.print(f"[bold]{r.name}[/] kernel at init: {len(specs)} models, {samples} {split} inputs, "
+              f"{inits} inits each, on {dev}")
+    with render.RunProgress(r.name, results) as progress:
+        advance = progress.count("kernel", len(specs))
+
+        def on_row(row: dict) -> None:
+            advance()
+            render.kernel_row(row)
+        df = kernel_mod.analyze(r, samples, inits, dev, seed, reference, reference_factor, split, on_row,
+                                on_reference=lambda name: out.print(f"infinite-width kernel: {name}"))
+    written = kernel_mod.write(df, results, r.name)
+    rho, p, n = written["spearman"]
+    if n:
+        out.print(f"distance vs test accuracy over {n} models with finished runs: Spearman rho "
+                  f"{rho:.3f} (p {p:.3g})")
+    else:
+        out.print(f"no finished runs of {r.name} under {results}: no accuracy correlation")
+    for path in written["paths"].values():
+        out.print(f"written {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        render.err.print("[red]interrupted[/]", markup=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Recipes: the typed schema, YAML loading with --set overrides, run identity and grid expansion."""

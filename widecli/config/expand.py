@@ -1,0 +1,72 @@
+"""Expansion: a recipe's grid factors x methods x seeds x sweep axes as frozen, machine-independent
+RunSpecs, canonicalized so that runs computing the same thing share one run id."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from widecli.config.load import get_dotted, set_dotted, validate
+from widecli.config.schema import Recipe, RunSpec, SparsityConfig
+from widecli.methods import METHODS
+
+
+def expand(recipe: Recipe) -> list[RunSpec]:
+    """The recipe's grid as RunSpecs, deduplicated by run id, in a stable order.
+
+    Runs that compute the same thing share an id: at factor 1 every method is the dense baseline,
+    and only methods that use them (`sparse`) depend on the sparsity settings.
+    """
+    base = recipe.model_dump(mode="json")
+    keys = list(recipe.sweep)
+    specs: dict[str, RunSpec] = {}
+    for combo in itertools.product(*recipe.sweep.values()):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, combo):
+            set_dotted(raw, key, value, source=f"sweep.{key}")
+        point = validate(raw, f"{recipe.name}: sweep point {dict(zip(keys, combo))}")
+        for factor, method, seed in itertools.product(point.widen.factors, point.widen.methods, point.seeds):
+            spec = make_spec(point, factor, method, seed, keys)
+            specs.setdefault(spec.run_id, spec)
+    return list(specs.values())
+
+
+def with_factor_values(recipe: Recipe, factor: float, method: str) -> Recipe:
+    """The recipe with every `widen.per_factor` key set to its value at this factor, then the
+    method's own `widen.per_method_factor` values (factors > 1: factor 1 is the dense baseline)."""
+    tables = dict(recipe.widen.per_factor)
+    if factor != 1:
+        tables.update(recipe.widen.per_method_factor.get(method, {}))
+    if not tables:
+        return recipe
+    raw = recipe.model_dump(mode="json")
+    for key, table in tables.items():
+        set_dotted(raw, key, table[float(factor)], source=f"widen.per_factor.{key}")
+    return validate(raw, f"{recipe.name}: the values of widen.per_factor at factor {factor:g} ({method})")
+
+
+def make_spec(recipe: Recipe, factor: float, method: str, seed: int, axis_keys: list[str] = ()) -> RunSpec:
+    """Resolve one grid point, canonicalizing what does not affect the computation."""
+    layers = recipe.widen.layers
+    if factor == 1:
+        method, layers = "dense", "first"
+    recipe = with_factor_values(recipe, factor, method)
+    sparsity = recipe.sparsity
+    if not METHODS.get(method).uses_sparsity:
+        sparsity = SparsityConfig()
+    spec = RunSpec(recipe=recipe.name, data=recipe.data, model=recipe.model, widen_layers=layers,
+                   factor=float(factor), method=method, sparsity=sparsity, train=recipe.train, seed=seed)
+    if not axis_keys:
+        return spec
+    dumped = spec.model_dump(mode="json")
+    dumped["widen"] = {"layers": layers}
+    axes = {k: _get_or_none(dumped, k) for k in axis_keys}
+    return spec.model_copy(update={"axes": axes})
+
+
+def _get_or_none(d: dict, key: str) -> Any:
+    try:
+        return get_dotted(d, key)
+    except (KeyError, TypeError):
+        return None

@@ -1,0 +1,1 @@
+"""Training: the epoch loop, its steps, evaluation, checkpoints and torch.distributed helpers."""

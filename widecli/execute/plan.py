@@ -1,0 +1,95 @@
+"""Which runs are finished, which are to train, and which train together (stacked seeds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from widecli.data.registry import describe
+from widecli.errors import WidecliError
+from widecli.methods import plan_weights
+from widecli.models.registry import arch
+from widecli.sparsity import csr
+from widecli.store import runs as store
+
+STATUSES = ("new", "finished", "failed", "partial", "corrupt")
+# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: with the
+# fused step, K = 8 stacked is 1.54x at 784-64-10, 1.18x at 784-256-10 (200k weights) and 0.92x at
+# 784-1024-10 (800k) (benchmarks/results/stacked.txt).
+CPU_STACK_MAX_WEIGHTS = 1 << 19
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: object                # RunSpec
+    run_id: str
+    status: str                 # new | finished | failed | partial | corrupt
+    todo: bool                  # whether this sweep trains it
+    error: str | None = None    # why a corrupt result.json was rejected
+
+
+def run_status(results: str | Path, spec) -> tuple[str, str | None]:
+    """(status, reason) of one run in the store."""
+    d = store.run_dir(results, spec)
+    if not (d / store.RESULT).exists():
+        return ("partial" if d.is_dir() and any(d.iterdir()) else "new"), None
+    try:
+        result = store.read_result(d)
+    except WidecliError as e:
+        return "corrupt", str(e)
+    return ("failed" if result.get("status") == "failed" else "finished"), None
+
+
+def is_todo(status: str, force: bool, retry_failed: bool) -> bool:
+    """Whether a run of this status is (still) to be trained."""
+    return force or status in ("new", "partial", "corrupt") or (status == "failed" and retry_failed)
+
+
+def plan_runs(specs: list, results: str | Path, force: bool = False, retry_failed: bool = False) -> list[PlannedRun]:
+    """Every distinct run with its status in the store and whether this sweep should train it."""
+    out, seen = [], set()
+    for spec in specs:
+        if spec.run_id in seen:
+            continue
+        seen.add(spec.run_id)
+        status, error = run_status(results, spec)
+        out.append(PlannedRun(spec, spec.run_id, status, is_todo(status, force, retry_failed), error))
+    return out
+
+
+def should_stack(specs: list, device: torch.device, input_shape=None, num_classes=None) -> bool:
+    """Whether these runs should train as one stacked model on `device` (`train.stack: auto`).
+
+    Only runs that differ in seed alone, of an architecture with a stack dimension (MLPs), and not
+    bound for the sparse backend (CSR weights hold one run). On CPU only small models (see
+    CPU_STACK_MAX_WEIGHTS): at 784-1024-10 one run already keeps the cores busy.
+    """
+    if len(specs) < 2 or any(s.train.stack == "off" for s in specs):
+        return False
+    s = specs[0]
+    if not arch(s.model).stackable:
+        return False
+    if len({x.seed for x in specs}) != len(specs) or len({x.stack_key() for x in specs}) != 1:
+        return False
+    if s.train.backend == "sparse":
+        return False
+    if device.type != "cpu":
+        return True
+    if input_shape is None:
+        input_shape, num_classes = describe(s.data)
+    p = plan_weights(s, input_shape, num_classes)
+    return p.dense_weights <= CPU_STACK_MAX_WEIGHTS and not csr.sparse_layers(s.train.backend, p, device)
+
+
+def stack_groups(specs: list, device: torch.device) -> list[list]:
+    """Units of work: runs differing only in seed train as one stacked model where the model allows.
+
+    The one place that decides stacking."""
+    groups: dict[str, list] = {}
+    for s in specs:
+        stackable = s.train.stack == "auto" and arch(s.model).stackable
+        groups.setdefault(s.stack_key() if stackable else s.run_id, []).append(s)
+    return [g for group in groups.values()
+            for g in ([group] if len(group) == 1 or should_stack(group, device) else [[s] for s in group])]

@@ -1,0 +1,183 @@
+"""Checks made before any training starts, so a sweep fails in its first second, not its third hour:
+the results directory can be listed and written, and each run's model fits the device's memory.
+
+The memory estimate is made on the meta device from `methods.plan_weights` (no allocation): fp32 weights,
+gradients and optimizer state, masks, and the activations of one training batch (every leaf
+module's output, kept for the backward). The data set and framework workspace are not counted, so
+the estimate is a lower bound: a refused run could not have trained.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from widecli.config.schema import RunSpec
+from widecli.data.registry import describe
+from widecli.engine.device import resolve_device
+from widecli.errors import ResourceError, StoreError
+from widecli.methods import WeightPlan, build_model, plan_weights
+from widecli.store import runs as store
+
+FP32 = 4
+
+
+# --------------------------------------------------------------------------- results directory
+
+
+def results_dir(results: str | Path, recipes: list[str], write: bool = True) -> None:
+    """Refuse, naming the directory, a results folder that cannot be listed (or written)."""
+    for name in recipes:
+        folder = Path(results) / name
+        for p in (Path(results), folder):
+            try:
+                not_dir = p.exists() and not p.is_dir()
+            except OSError as e:  # a parent that cannot be searched
+                raise StoreError(f"--results: cannot read {p} ({e.strerror or e}); give a directory you "
+                                 f"can read and write") from None
+            if not_dir:
+                raise StoreError(f"--results: {p} is not a directory; give a folder for the results")
+        try:
+            if write:
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"--results: cannot create {folder} ({e.strerror or e}); give a writable "
+                             f"directory (--results DIR)") from None
+        try:
+            if folder.is_dir():
+                os.listdir(folder)
+        except OSError as e:
+            raise StoreError(f"--results: cannot read {folder} ({e.strerror or e}); give a directory "
+                             f"you can read and write") from None
+        if write:
+            try:
+                with tempfile.TemporaryFile(dir=folder, prefix=".widecli-probe."):
+                    pass
+            except OSError as e:
+                raise StoreError(f"--results: {folder} is not writable ({e.strerror or e}); give a "
+                                 f"writable directory (--results DIR)") from None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass
+class MemoryEstimate:
+    weights: int        # bytes of fp32 parameters (weights, biases, BatchNorm)
+    gradients: int
+    optimizer: int      # momentum / Adam moments
+    masks: int
+    activations: int    # outputs of every leaf module for one training batch
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.masks + self.activations
+
+
+def estimate(spec: RunSpec, input_shape, num_classes: int) -> MemoryEstimate:
+    """Bytes one run needs to train, from its plan and a forward pass on the meta device."""
+    p = plan_weights(spec, input_shape, num_classes)
+    params = p.dense_weights + p.other_params
+    states = {"sgd": 1 if spec.train.momentum > 0 else 0, "adam": 2, "adamw": 2}[spec.train.optimizer]
+    masks = sum(math.prod(p.shapes[n]) for n in p.masked)
+    return MemoryEstimate(FP32 * params, FP32 * params, FP32 * states * params, FP32 * masks,
+                    FP32 * _activation_elements(spec, p, input_shape, num_classes))
+
+
+def _activation_elements(spec: RunSpec, p: WeightPlan, input_shape, num_classes: int) -> int:
+    total = 0
+
+    def hook(module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    batch = spec.train.batch_size
+    with torch.device("meta"):
+        model = build_model(spec, p, input_shape, num_classes)
+        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+        try:
+            model(torch.empty(batch, *input_shape))
+        except (RuntimeError, NotImplementedError, TypeError):
+            # An op without a meta kernel: count the weights' outputs only (a lower bound all the same).
+            total = batch * sum(s[0] for s in p.shapes.values())
+        finally:
+            for h in handles:
+                h.remove()
+    return total
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are) that a run on `device` may use now."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free memory on {device}"
+    try:
+        import psutil  # optional: not a dependency; /proc/meminfo below is the fallback
+
+        return psutil.virtual_memory().available, "available RAM"
+    except ImportError:
+        pass
+    try:  # Linux's own estimate of what can be allocated without swapping (free + reclaimable cache)
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical RAM"
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+def width_keys(spec: RunSpec) -> str:
+    """The recipe keys that set a run's size, with their values (for the message)."""
+    width = f"model.hidden {spec.model.hidden}" if spec.model.arch == "mlp" else f"model.width {spec.model.width}"
+    return f"{width}, widen.factors {spec.factor:g}, train.batch_size {spec.train.batch_size}"
+
+
+def memory(specs: list[RunSpec], device: torch.device) -> None:
+    """Refuse, with the estimate, a run whose model cannot fit in the device's memory."""
+    largest, biggest = None, None
+    shapes: dict[str, tuple] = {}
+    seen = set()
+    for s in specs:
+        stack_key = s.stack_key()
+        if stack_key in seen:
+            continue
+        seen.add(stack_key)
+        key = s.data.model_dump_json()
+        if key not in shapes:
+            shapes[key] = describe(s.data)
+        e = estimate(s, *shapes[key])
+        if biggest is None or e.total > biggest.total:
+            largest, biggest = s, e
+    if largest is None:
+        return
+    free, what = available_memory(device)
+    if biggest.total > free:
+        e = biggest
+        raise ResourceError(
+            f"{largest.recipe} run {largest.run_id} (factor {largest.factor:g}, {largest.method}) needs about "
+            f"{size(e.total)} of memory to train (weights {size(e.weights)}, gradients {size(e.gradients)}, "
+            f"optimizer {size(e.optimizer)}, masks {size(e.masks)}, activations of a batch "
+            f"{size(e.activations)}) but {device.type} has {size(free)} {what}; reduce {width_keys(largest)}")
+
+
+def before_training(specs: list[RunSpec], results: str | Path, device: str | torch.device,
+                    force: bool = False) -> None:
+    """Everything `train`, `sweep` and `ablate` check before the first run starts (force: stored
+    runs will be trained again too)."""
+    results_dir(results, sorted({s.recipe for s in specs}))
+    # Runs already stored are not trained again: a finished study of a big model still resumes.
+    todo = [s for s in specs if force or not (store.run_dir(results, s) / store.RESULT).exists()]
+    memory(todo, device if isinstance(device, torch.device) else resolve_device(device))

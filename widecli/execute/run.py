@@ -1,0 +1,223 @@
+"""The one way a group of runs is trained: take the runs' locks, train, write, release.
+
+`widecli train`, `sweep` and `ablate` all come through `run_group`, so every run gets the same
+lock, journal lines and store writes whoever started it: `widecli train` twice trains once, and
+beside a running sweep it waits for the sweep's lock instead of training the run a second time.
+A group is one run or K runs differing only in seed (trained stacked). Nothing here prints:
+progress goes through `emit` (Events).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from widecli.config.schema import RunSpec
+from widecli.data.resident import load_dataset
+from widecli.engine import checkpoint, dist
+from widecli.engine.loop import Outcome, fit
+from widecli.errors import StoreError
+from widecli.execute import ddp
+from widecli.execute.plan import is_todo, run_status
+from widecli.methods import WeightPlan, build_model, plan_weights
+from widecli.store import lock, runs as store
+
+
+@dataclass
+class Event:
+    """Progress for the CLI. kind: plan | start | epoch | done | wait."""
+
+    kind: str
+    runs: list[tuple] = field(default_factory=list)   # (run_id, factor, method, seed) of the group
+    total: int = 0              # plan: runs to train
+    skipped: int = 0            # plan: runs already finished
+    planned: list = field(default_factory=list)       # plan: [PlannedRun]
+    epoch: int = 0
+    epochs: int = 0
+    rows: list[dict] = field(default_factory=list)    # epoch: last metrics row of each run
+    status: str | None = None   # done: ok | diverged | failed | elsewhere
+    error: str | None = None
+
+
+@dataclass
+class Context:
+    """What every executor needs to run a sweep's groups."""
+
+    results: Path
+    device: torch.device
+    requested_device: str
+    jobs: int
+    force: bool
+    retry_failed: bool
+    emit: Callable[[Event], None]
+    address: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+
+
+def label(s: RunSpec) -> tuple:
+    return (s.run_id, s.factor, s.method, s.seed)
+
+
+@dataclass
+class GroupReport:
+    """What one group did: runs trained (run_id, status, error), busy elsewhere, done elsewhere."""
+
+    trained: list[tuple[str, str, str | None]] = field(default_factory=list)
+    busy: list[RunSpec] = field(default_factory=list)
+    elsewhere: list[RunSpec] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)             # run directories written
+
+
+# --------------------------------------------------------------------------- training, no writes
+
+
+def weights_summary(p: WeightPlan) -> dict:
+    """The weight accounting that result.json records and `check` prints."""
+    return {"budget": p.budget, "dense_weights": p.dense_weights, "nonzeros": p.nonzeros,
+            "connectivity": p.connectivity, "budget_gap": p.budget - p.nonzeros,
+            "other_params": p.other_params, "widths": p.widths, "ranks": p.ranks, "layers": p.layers()}
+
+
+_datasets: dict[tuple[str, str], object] = {}
+
+
+def dataset(spec: RunSpec, device: torch.device):
+    """The data set of a run, loaded once per process and device."""
+    key = (spec.data.model_dump_json(), str(device))
+    if key not in _datasets:
+        _datasets.clear()  # keep one: a process sweeping several data sets must not hoard them on the GPU
+        _datasets[key] = load_dataset(spec.data, device)
+    return _datasets[key]
+
+
+def train_group(specs: list[RunSpec], device: torch.device, ds, on_epoch: Callable | None = None,
+                record_failures: bool = False, checkpoint_dir=None) -> list[tuple[Outcome, dict]]:
+    """Train one run (or K stacked seeds); (outcome, result.json body) per run, nothing written
+    (but checkpoints in checkpoint_dir). train.gpus > 1 trains data-parallel (execute.ddp).
+
+    With record_failures, an exception in training becomes status `failed` with its error for
+    every run of the group (a sweep goes on); interrupts (KeyboardInterrupt) always propagate.
+    """
+    try:
+        outcomes = (ddp.launch(specs, device, on_epoch, checkpoint_dir) if ddp.wanted(specs)
+                    else fit(specs, ds, device, on_epoch, checkpoint_dir))
+    except Exception as e:
+        if not record_failures:
+            raise
+        error, trace = f"{type(e).__name__}: {e}".splitlines()[0], traceback.format_exc()
+        outcomes = [Outcome(s, "failed", error=error) for s in specs]
+    else:
+        trace = None
+    try:
+        weights = weights_summary(plan_weights(specs[0], ds.input_shape, ds.num_classes))
+    except Exception:
+        if not record_failures:
+            raise
+        weights = {}
+    written = []
+    for o in outcomes:
+        result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights,
+                  "data": {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+                           "train_size": len(ds.y_train), "test_size": len(ds.y_test)}}
+        if trace:
+            result["traceback"] = trace
+        written.append((o, result))
+    return written
+
+
+def state_of(o: Outcome) -> dict | None:
+    """What model.pt holds: the trained state and masks (nothing for a failed run)."""
+    return None if o.status == "failed" else {"state": o.state, "masks": o.masks}
+
+
+# --------------------------------------------------------------------------- the run path
+
+
+def claim(group: list[RunSpec], results: str | Path, force: bool, retry_failed: bool):
+    """Lock the group's runs this process should train: (mine, locks, busy, done elsewhere)."""
+    mine, locks, busy, elsewhere = [], [], [], []
+    for s in group:
+        held = lock.try_lock(results, s)
+        if held is None:
+            busy.append(s)
+            continue
+        # Checked under the lock: another sweep may have finished it since we planned.
+        if not is_todo(run_status(results, s)[0], force, retry_failed):
+            held.release()
+            elsewhere.append(s)
+            continue
+        mine.append(s)
+        locks.append(held)
+    return mine, locks, busy, elsewhere
+
+
+def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *, force: bool = False,
+              retry_failed: bool = False, emit: Callable[[Event], None] = lambda e: None,
+              record_failures: bool = True) -> GroupReport:
+    """Lock, train and store a group in this process; the locks are ours while we train.
+
+    On an interrupt the runs' half-written directories are removed (finished runs and resumable
+    checkpoints are kept), so re-running the same command resumes cleanly."""
+    if not dist.is_main():  # a torchrun rank > 0 trains its share; rank 0 locks and writes
+        train_group(ddp.check(group), device, dataset(group[0], device),
+                    checkpoint_dir=store.run_dir(results, group[0]))
+        return GroupReport()
+    mine, locks, busy, elsewhere = claim(group, results, force, retry_failed)
+    report = GroupReport(busy=busy, elsewhere=elsewhere)
+    try:
+        if mine:
+            _train_and_write(mine, results, device, emit, record_failures, report)
+    finally:
+        for held in locks:
+            held.release()
+    return report
+
+
+def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport) -> None:
+    for s in mine:
+        store.remove_partial(results, s)  # files of a run that died half-written
+        lock.journal(results, s.recipe, "start", s.run_id)
+    runs = [label(s) for s in mine]
+    emit(Event("start", runs))
+
+    def on_epoch(epoch: int, epochs: int, rows: list[dict]) -> None:
+        emit(Event("epoch", runs, epoch=epoch, epochs=epochs, rows=rows))
+    # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
+    # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
+    ckpt = store.run_dir(results, mine[0])
+    try:
+        for o, result in train_group(mine, device, dataset(mine[0], device), on_epoch, record_failures, ckpt):
+            path = store.write_run(results, o.spec, o.metrics, result, state_of(o))
+            lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
+            report.trained.append((o.spec.run_id, o.status, o.error))
+            report.written.append(path)
+        if all(status != "failed" for _, status, _ in report.trained):  # a failed run retries from it
+            checkpoint.remove(ckpt)
+    except BaseException:
+        for s in mine:
+            store.remove_partial(results, s)
+        raise
+
+
+# --------------------------------------------------------------------------- reading a run back
+
+
+def load_model(d: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Rebuild the trained nn.Module of a finished run (masks applied) from its directory."""
+    d = Path(d)
+    result = store.read_result(d)
+    if not (d / store.MODEL).exists():
+        raise StoreError(f"{d / store.MODEL}: the trained weights of this run were not kept (only its "
+                         f"metrics were); re-train it with `widecli sweep --force` to get them")
+    spec = RunSpec.model_validate(result["spec"])
+    shape, classes = tuple(result["data"]["input_shape"]), result["data"]["num_classes"]
+    model = build_model(spec, plan_weights(spec, shape, classes), shape, classes)
+    saved = torch.load(d / store.MODEL, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["state"])
+    model.masks = saved["masks"]
+    return model.to(device).eval()

@@ -1,0 +1,126 @@
+"""Sweeps: plan a recipe's runs against the store, then train what is left with an executor.
+
+Resumable (a run is finished only when its result.json is valid, so a restarted sweep skips it),
+crash-safe (half-written run directories are redone) and safe to run twice at once (a per-run O_EXCL
+lock is taken by whichever process trains the run). Executors share one interface - a function
+(groups, Context) -> iterator of (group, GroupReport) - and one registry (`--executor`, entry point
+group `widecli.executors`): `local` (this process, or `--jobs N` worker processes) and `ray`.
+Nothing here prints: progress goes through the `on_event` callback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+
+from widecli.config.schema import RunSpec
+from widecli.engine.device import resolve_device
+from widecli.errors import RecipeError, SweepError
+from widecli.execute import local, ray
+from widecli.execute.plan import plan_runs, stack_groups
+from widecli.execute.run import Context, Event, GroupReport, label
+from widecli.registry import Registry
+from widecli.store import lock, runs as store
+
+# Columns of runs.csv that measure the machine, not the computation (ignored when comparing sweeps).
+TIMING_COLUMNS = ("wall_time_s", "seconds", "peak_memory_bytes", "threads")
+
+Executor = Callable[[list[list[RunSpec]], Context], Iterator[tuple[list[RunSpec], GroupReport]]]
+EXECUTORS: Registry[Executor] = Registry("executors", "--executor")
+EXECUTORS.add("local", local.execute)
+EXECUTORS.add("ray", ray.execute)
+
+
+@dataclass
+class SweepSummary:
+    planned: int = 0
+    ok: int = 0
+    diverged: int = 0
+    failed: int = 0
+    skipped: int = 0            # finished before this sweep, or by another sweep meanwhile
+    runs_csv: Path | None = None
+    index_paths: list[Path] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)     # runs.csv rows of this sweep's runs
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def trained(self) -> int:
+        return self.ok + self.diverged + self.failed
+
+
+def best_table(rows: list[dict]) -> pd.DataFrame:
+    """Per method and factor: runs, statuses and best / mean test accuracy."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    g = df.groupby(["method", "factor"], sort=True)
+    out = g.agg(runs=("run_id", "size"), ok=("status", lambda s: int((s == "ok").sum())))
+    if "test_accuracy" in df:
+        out["mean_test_accuracy"] = g["test_accuracy"].mean()
+        out["best_test_accuracy"] = g["test_accuracy"].max()
+    return out.reset_index()
+
+
+def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor: str = "local",
+          address: str | None = None, device: str = "auto", force: bool = False,
+          retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
+          num_cpus: float | None = None, num_gpus: float | None = None) -> SweepSummary:
+    """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each."""
+    try:
+        execute = EXECUTORS.get(executor)
+    except RecipeError as e:
+        raise SweepError(str(e)) from None
+    if jobs < 1:
+        raise SweepError(f"--jobs: got {jobs}; must be >= 1")
+    emit = on_event or (lambda e: None)
+    ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
+                  address, num_cpus, num_gpus)
+    planned = plan_runs(specs, results, force, retry_failed)
+    todo = [p.spec for p in planned if p.todo]
+    summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
+    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned))
+    recipes = sorted({s.recipe for s in specs})
+    pending = todo
+    while pending:
+        busy = []
+        for group, report in execute(stack_groups(pending, ctx.device), ctx):
+            _tally(summary, report, group, emit)
+            busy += report.busy
+            if report.trained:
+                for r in {s.recipe for s in group}:
+                    store.rebuild_index(results, r, verify_files=False)
+        if busy:
+            # Another sweep is training these: wait for it, then take over whatever it did not finish.
+            emit(Event("wait", [label(s) for s in busy]))
+            wait_unlocked(busy, results)
+            ctx.force = False  # what the other sweep finished is finished
+        pending = busy
+    finished = {r: store.finished_runs(results, r) for r in recipes}  # read and verified once
+    summary.index_paths = [store.write_index(results, r, runs) for r, runs in finished.items()]
+    summary.runs_csv = summary.index_paths[0] if summary.index_paths else None
+    ids = {p.run_id for p in planned}
+    mine = {rid: r for runs in finished.values() for rid, r in runs.items() if rid in ids}
+    summary.rows = [store.flatten(r) for r in mine.values()]
+    return summary
+
+
+def _tally(summary: SweepSummary, report: GroupReport, group: list[RunSpec], emit) -> None:
+    labels = {s.run_id: label(s) for s in group}
+    for run_id, status, error in report.trained:
+        setattr(summary, status, getattr(summary, status) + 1)
+        if status == "failed":
+            summary.failures.append((run_id, error or ""))
+        emit(Event("done", [labels[run_id]], status=status, error=error))
+    for s in report.elsewhere:
+        summary.skipped += 1
+        emit(Event("done", [labels[s.run_id]], status="elsewhere"))
+
+
+def wait_unlocked(specs: list[RunSpec], results: str | Path, poll: float = 0.5) -> None:
+    """Block until no live process holds a lock of these runs."""
+    while any(lock.lock_owner(results, s) for s in specs):
+        time.sleep(poll)

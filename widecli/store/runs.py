@@ -1,0 +1,222 @@
+"""The run store: results/<recipe>/<run_id>/{spec.yaml, metrics.csv, model.pt, result.json}.
+
+The store reads and writes files; it knows run specs only as pydantic models with `recipe` and
+`run_id`, and nothing of models or training.
+
+Every file is written to a temporary name and renamed into place. `result.json` is written last
+and carries checksums of itself and of the other files: its valid presence means the run is
+finished; anything less is a partial run that is redone. `runs.csv` is an index rebuilt from the
+result files, never the only copy of anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from widecli.errors import StoreError
+
+RESULT, SPEC, METRICS, MODEL, INDEX = "result.json", "spec.yaml", "metrics.csv", "model.pt", "runs.csv"
+CHECKPOINT = "checkpoint.pt"  # a resumable in-run checkpoint (engine.checkpoint writes it)
+FORMAT = 1
+
+
+def run_dir(results: str | Path, spec) -> Path:
+    return Path(results) / spec.recipe / spec.run_id
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _content_checksum(result: dict) -> str:
+    body = {k: v for k, v in result.items() if k != "checksums"}
+    return _sha(json.dumps(body, sort_keys=True, default=str).encode())
+
+
+def write_run(results: str | Path, spec, metrics: list[dict], result: dict,
+              state: dict | None = None) -> Path:
+    """Write a finished run; result.json goes last."""
+    d = run_dir(results, spec)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / RESULT).unlink(missing_ok=True)  # a re-run is unfinished until its new result lands
+        files = {SPEC: yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
+                 METRICS: _csv_bytes(metrics)}
+        if state is not None:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            files[MODEL] = buf.getvalue()
+        for name, data in files.items():
+            atomic_write(d / name, data)
+        result = {"format": FORMAT, "run_id": spec.run_id, "recipe": spec.recipe, **result,
+                  "spec": spec.model_dump(mode="json")}
+        result["checksums"] = {**{n: _sha(b) for n, b in files.items()}, "content": _content_checksum(result)}
+        atomic_write(d / RESULT, json.dumps(result, indent=1, default=str).encode())
+    except OSError as e:
+        raise StoreError(f"{d}: cannot write run files ({e.strerror or e}); check the results "
+                         f"directory is writable and has space") from None
+    return d
+
+
+def _csv_bytes(rows: list[dict]) -> bytes:
+    if not rows:
+        return b""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def read_result(d: Path, verify_files: bool = True) -> dict:
+    """A run's result.json, verified; StoreError says why a run directory is not a finished run."""
+    path = d / RESULT
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing (run not finished)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: corrupt result file ({type(e).__name__}); the run will be redone") from None
+    if not isinstance(result, dict) or "run_id" not in result or not isinstance(result.get("checksums"), dict):
+        raise StoreError(f"{path}: not a widecli result file (no run_id/checksums)")
+    if result["run_id"] != d.name:
+        raise StoreError(f"{path}: belongs to run {result['run_id']}, not {d.name}")
+    if _content_checksum(result) != result["checksums"].get("content"):
+        raise StoreError(f"{path}: checksum mismatch (edited or corrupt); the run will be redone")
+    if verify_files:
+        for name, digest in result["checksums"].items():
+            if name == "content":
+                continue
+            if name == MODEL and not (d / name).exists():
+                # Weights deliberately not kept (committed studies strip model.pt): result.json is
+                # written last, so its valid presence still proves the run finished.
+                continue
+            try:
+                ok = _sha((d / name).read_bytes()) == digest
+            except OSError:
+                ok = False
+            if not ok:
+                raise StoreError(f"{d / name}: missing or does not match result.json's checksum")
+    return result
+
+
+def is_finished(d: Path) -> bool:
+    try:
+        read_result(d)
+        return True
+    except StoreError:
+        return False
+
+
+def finished_runs(results: str | Path, recipe: str | None = None, verify_files: bool = True,
+                  rejected: list[str] | None = None) -> dict[str, dict]:
+    """run_id -> result of every finished run of one recipe; with recipe=None, of all recipes keyed
+    "recipe/run_id" (two recipes may hold the same run: ids hash what a run computes, not its recipe).
+
+    A result.json that is corrupt, foreign or fails its checksums is left out; `rejected` (if given)
+    collects one line per such file saying why.
+    """
+    root = Path(results)
+    try:
+        dirs = [root / recipe] if recipe else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        out = {}
+        for rd in dirs:
+            if not rd.is_dir():
+                continue
+            for d in sorted(rd.iterdir()):
+                if d.is_dir() and (d / RESULT).exists():
+                    try:
+                        out[d.name if recipe else f"{rd.name}/{d.name}"] = read_result(d, verify_files)
+                    except StoreError as e:
+                        if rejected is not None:
+                            rejected.append(str(e))
+    except OSError as e:
+        raise StoreError(f"{e.filename or root}: cannot read the results directory ({e.strerror or e})") from None
+    return out
+
+
+def flatten(result: dict) -> dict[str, Any]:
+    """One runs.csv / report row: id, status, final metrics, weights and the spec's dotted keys."""
+    row = {"run_id": result["run_id"], "recipe": result["recipe"], "status": result["status"]}
+    spec = result["spec"]
+    row.update({"factor": spec["factor"], "method": spec["method"], "seed": spec["seed"],
+                "widen_layers": _scalar(spec["widen_layers"])})
+    for k, v in result.get("final", {}).items():
+        if not isinstance(v, dict):
+            row[k] = v
+    for k in ("budget", "dense_weights", "nonzeros", "connectivity", "other_params"):
+        row[k] = result.get("weights", {}).get(k)
+    for section in ("data", "model", "sparsity", "train"):
+        for k, v in spec[section].items():
+            row[f"{section}.{k}"] = _scalar(v)
+    for k, v in spec.get("axes", {}).items():
+        row[f"axis:{k}"] = _scalar(v)
+    return row
+
+
+def _scalar(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+
+
+def rebuild_index(results: str | Path, recipe: str, verify_files: bool = True) -> Path:
+    """Rewrite results/<recipe>/runs.csv from the result files (atomic).
+
+    verify_files=False checks only each result.json's own checksum: a sweep rebuilding after every
+    run need not re-hash every checkpoint each time.
+    """
+    return write_index(results, recipe, finished_runs(results, recipe, verify_files))
+
+
+def write_index(results: str | Path, recipe: str, runs: dict[str, dict]) -> Path:
+    """Write results/<recipe>/runs.csv from `runs` (finished_runs of that recipe; atomic)."""
+    df = pd.DataFrame([flatten(r) for r in runs.values()])
+    if not df.empty:
+        df = df.sort_values(["method", "factor", "seed", "run_id"], kind="stable")
+    path = Path(results) / recipe / INDEX
+    try:
+        atomic_write(path, df.to_csv(index=False).encode())
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def remove_partial(results: str | Path, spec) -> bool:
+    """Delete a run directory that is not a finished run (after an interrupt); True if removed."""
+    d = run_dir(results, spec)
+    if not d.is_dir() or is_finished(d):
+        return False
+    if (d / CHECKPOINT).is_file():  # a resumable checkpoint (engine.checkpoint) is kept
+        for p in d.iterdir():
+            if p.name != CHECKPOINT:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        return True
+    shutil.rmtree(d, ignore_errors=True)
+    return True
