@@ -34,6 +34,7 @@ from widecli.execute.sweep import sweep as run_sweep
 from widecli.execute.sweep import wait_unlocked
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
+from widecli.store.runs import read_result, run_dir
 
 
 class OneLineGroup(typer.core.TyperGroup):
@@ -167,7 +168,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
         return
     if not force and run_status(results, spec)[0] == "finished":
         out.print(f"{r.name} run {spec.run_id} is already finished in {results / r.name} (--force retrains)")
-        render.run_summary(results / r.name / spec.run_id)
+        render.run_summary(read_result(run_dir(results, spec)), run_dir(results, spec))
         return
     preflight.before_training([spec], results, dev, force=True)
     where = f"{spec.train.gpus} x {dev}" if spec.train.gpus > 1 else str(dev)
@@ -179,9 +180,11 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
             progress.on_event(Event("wait", [label(s) for s in report.busy]))
             wait_unlocked(report.busy, results)
             report = run_group([spec], results, dev, emit=progress.on_event, record_failures=False)
-    if not report.written:
+    if report.written:
+        render.run_summary(report.results[0], report.written[0])
+    else:
         out.print(f"{r.name} run {spec.run_id} was trained by another process")
-    render.run_summary(results / r.name / spec.run_id)
+        render.run_summary(read_result(run_dir(results, spec)), run_dir(results, spec))
 
 
 @app.command()

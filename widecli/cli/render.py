@@ -6,7 +6,6 @@ callbacks and return data.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -94,9 +93,8 @@ def layers_table(title: str, rows: list[dict], widenable: list[str]) -> None:
               f"widen.layers may name: {', '.join(widenable)} (or first, last, all)")
 
 
-def run_summary(path: Path) -> None:
-    """A trained run, read back from its result.json."""
-    result = json.loads((path / "result.json").read_text())
+def run_summary(result: dict, path: Path) -> None:
+    """A run's status, accuracy, weight accounting and where it is stored."""
     w, f, status = result["weights"], result["final"], result["status"]
     colour = "green" if status == "ok" else "red"
     if status == "failed":

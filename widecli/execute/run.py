@@ -71,6 +71,7 @@ class GroupReport:
     busy: list[RunSpec] = field(default_factory=list)
     elsewhere: list[RunSpec] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)             # run directories written
+    results: list[dict] = field(default_factory=list)             # and the result.json they hold
 
 
 # --------------------------------------------------------------------------- training, no writes
@@ -196,6 +197,7 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
             lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
             report.trained.append((o.spec.run_id, o.status, o.error))
             report.written.append(path)
+            report.results.append(store.read_result(path, verify_files=False))
         if all(status != "failed" for _, status, _ in report.trained):  # a failed run retries from it
             checkpoint.remove(ckpt)
     except BaseException:
