@@ -177,9 +177,17 @@ def compare(items: list[Arm], results: str | Path, name: str | None = None) -> C
     summary.loc[0, ["delta", "beyond_spread"]] = [0.0, first]
     out = Path(results) / items[0].recipe.name
     stem = f"ablate-{_hash(items)}"
-    files = _write(factors, summary, out, stem, name or items[0].recipe.name)
+    files = _write(factors, summary, out, stem, name or title(items))
     files.append(plots.plot_ablation(items, frames, out / f"{stem}.png"))
     return Comparison(factors, summary, files)
+
+
+def title(items: list[Arm]) -> str:
+    """The recipe and the settings every arm shares that tell this ablation from another of it."""
+    r = items[0].recipe
+    factors = ", ".join(f"{f:g}" for f in r.widen.factors)
+    return (f"{r.name} (epochs={r.train.epochs}, scope={r.sparsity.scope}, factors {factors}, "
+            f"{len(r.seeds)} seeds)")
 
 
 def _factor_rows(arm: Arm, df: pd.DataFrame) -> pd.DataFrame:
