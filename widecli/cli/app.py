@@ -29,11 +29,13 @@ from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, WidecliError
 from widecli.execute import preflight
 from widecli.execute.plan import plan_runs, run_status
-from widecli.execute.run import Event, label, run_group
+from widecli.execute.run import run_group
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.execute.sweep import wait_unlocked
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
+from widecli.store.lock import break_lease
+from widecli.store.lock import leases as lease_list
 from widecli.store.runs import read_result, run_dir
 
 
@@ -177,8 +179,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     with render.RunProgress(r.name, results) as progress:
         report = run_group([spec], results, dev, force=force, emit=progress.on_event, record_failures=False)
         if report.busy:  # another sweep (or train) holds the run: wait for it, take over if it died
-            progress.on_event(Event("wait", [label(s) for s in report.busy]))
-            wait_unlocked(report.busy, results)
+            wait_unlocked(report.busy, results, progress.on_event)
             report = run_group([spec], results, dev, emit=progress.on_event, record_failures=False)
     if report.written:
         render.run_summary(report.results[0], report.written[0])
@@ -213,10 +214,18 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           device: str = DeviceOpt, results: Path = ResultsOpt,
           force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit")) -> None:
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
+          break_locks: bool = typer.Option(False, "--break-locks",
+                                           help="first remove the leases of runs whose owner is gone (asks)"),
+          yes: bool = typer.Option(False, "--yes", "-y", help="do not ask (--break-locks)"),
+          wait_timeout: Optional[float] = typer.Option(
+              None, "--wait-timeout", min=0,
+              help="seconds to wait for runs another process leases (default: as long as it renews them)")) -> None:
     """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
     r = load_recipe(recipe, set_)
     specs = expand(r)
+    if break_locks:
+        _break_locks(results, r.name, yes)
     if dry_run:
         preflight.results_dir(results, [r.name], write=False)
         shape, classes = describe(r.data)
@@ -228,10 +237,28 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     with render.RunProgress(r.name, results) as progress:
         summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                             force=force, retry_failed=retry_failed, on_event=progress.on_event,
-                            num_cpus=num_cpus, num_gpus=num_gpus)
+                            num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout)
     render.sweep_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _break_locks(results: Path, recipe: str, yes: bool) -> None:
+    """Remove the leases whose owner is not a live process on this host, after asking."""
+    found = lease_list(results, recipe)
+    kept = [x for x in found if x["this_host"] and x["alive"]]
+    gone = [x for x in found if x not in kept]
+    render.leases_table(recipe, found)
+    if kept:
+        out.print(f"{len(kept)} lease(s) held by live processes on this host are kept")
+    if not gone:
+        out.print("no lease to break")
+        return
+    if not yes and not typer.confirm(f"break {len(gone)} lease(s)? (only if their owners are really gone)"):
+        out.print("no lease broken")
+        return
+    broken = sum(break_lease(x["path"]) for x in gone)
+    out.print(f"broke {broken} lease(s)")
 
 
 @app.command()

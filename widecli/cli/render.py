@@ -159,7 +159,8 @@ class RunProgress:
             for k in [k for k in self.groups if run_id in k]:
                 p.remove_task(self.groups.pop(k))
         elif e.kind == "wait":
-            p.console.print(f"waiting for {len(e.runs)} runs another process is training")
+            who = ", ".join(sorted({f"{h['host']} pid {h['pid']}" for h in e.holders})) or "another process"
+            p.console.print(f"waiting for {len(e.runs)} runs another process is training ({who})")
 
     def count(self, description: str, total: int):
         """A plain counted task (e.g. the kernel's models): returns a function advancing it by one."""
@@ -168,6 +169,17 @@ class RunProgress:
 
 
 # --------------------------------------------------------------------------- sweep
+
+
+def leases_table(recipe: str, leases: list[dict]) -> None:
+    t = Table(title=f"{recipe}: {len(leases)} lease(s)")
+    for col in ("run_id", "host", "pid", "renewed", "owner"):
+        t.add_column(col)
+    for x in leases:
+        renewed = "-" if x["renewed"] is None else f"{x['renewed']:.0f} s ago"
+        owner = ("alive (this host)" if x["this_host"] else "renewing (another host)") if x["alive"] else "gone"
+        t.add_row(x["run_id"], str(x["host"]), str(x["pid"]), renewed, owner)
+    out.print(t)
 
 
 def plan_table(name: str, planned, connectivity: dict[str, float]) -> None:

@@ -83,8 +83,8 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
                     store.remove_partial(ctx.results, s)
                 raise
             finally:
-                for lock in locks:
-                    lock.release()
+                for h in locks:
+                    h.release()
             yield group, report
     finally:
         for ref in inflight:

@@ -41,6 +41,7 @@ class Event:
     rows: list[dict] = field(default_factory=list)    # epoch: last metrics row of each run
     status: str | None = None   # done: ok | diverged | failed | elsewhere
     error: str | None = None
+    holders: list[dict] = field(default_factory=list)  # wait: the leases (host, pid, renewed) waited for
 
 
 @dataclass

@@ -68,7 +68,8 @@ def best_table(rows: list[dict]) -> pd.DataFrame:
 def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor: str = "local",
           address: str | None = None, device: str = "auto", force: bool = False,
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
-          num_cpus: float | None = None, num_gpus: float | None = None) -> SweepSummary:
+          num_cpus: float | None = None, num_gpus: float | None = None,
+          wait_timeout: float | None = None) -> SweepSummary:
     """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each."""
     try:
         execute = EXECUTORS.get(executor)
@@ -95,8 +96,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
                     store.rebuild_index(results, r, verify_files=False)
         if busy:
             # Another sweep is training these: wait for it, then take over whatever it did not finish.
-            emit(Event("wait", [label(s) for s in busy]))
-            wait_unlocked(busy, results)
+            wait_unlocked(busy, results, emit, wait_timeout)
             ctx.force = False  # what the other sweep finished is finished
         pending = busy
     finished = {r: store.finished_runs(results, r) for r in recipes}  # read and verified once
@@ -120,7 +120,22 @@ def _tally(summary: SweepSummary, report: GroupReport, group: list[RunSpec], emi
         emit(Event("done", [labels[s.run_id]], status="elsewhere"))
 
 
-def wait_unlocked(specs: list[RunSpec], results: str | Path, poll: float = 0.5) -> None:
-    """Block until no live process holds a lock of these runs."""
-    while any(lock.lock_owner(results, s) for s in specs):
+def wait_unlocked(specs: list[RunSpec], results: str | Path, emit: Callable[[Event], None] = lambda e: None,
+                  timeout: float | None = None, poll: float = 0.5) -> None:
+    """Block until no live process holds a lease of these runs (a lease whose owner stops renewing
+    it expires, so a dead machine never blocks for long); SweepError after `timeout` seconds."""
+    start, said = time.monotonic(), None
+    while True:
+        held = [(s, owner) for s in specs if (owner := lock.lock_owner(results, s))]
+        if not held:
+            return
+        holders = sorted({(o["host"], o["pid"]) for _, o in held})
+        if holders != said:  # say who holds what whenever that changes
+            emit(Event("wait", [label(s) for s, _ in held], holders=[o for _, o in held]))
+            said = holders
+        if timeout is not None and time.monotonic() - start > timeout:
+            s, o = held[0]
+            raise SweepError(f"--wait-timeout: {len(held)} run(s) still leased after {timeout:g} s, e.g. "
+                             f"{s.run_id} by {o['host']} pid {o['pid']} (renewed {o['renewed']:.0f} s ago); "
+                             f"rerun later, or `widecli sweep RECIPE --break-locks` if that machine is gone")
         time.sleep(poll)

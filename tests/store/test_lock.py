@@ -1,0 +1,141 @@
+"""Leases: a run's lock is renewed while its owner trains, expires when another host's owner stops
+renewing it, is respected while alive, goes to exactly one of several racing processes, and can be
+broken on request when its owner is gone."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from widecli.cli.app import app
+from widecli.config.expand import expand
+from widecli.config.load import load_recipe
+from widecli.errors import SweepError
+from widecli.execute.sweep import sweep
+from widecli.store import lock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def spec(make_recipe):
+    [s] = expand(load_recipe(make_recipe({"widen": {"factors": [1], "methods": ["dense"]}})))
+    return s
+
+
+def fake_lease(results, spec, host="node-17", age=0.0, lease_s=2.0, pid=4242) -> Path:
+    """A lease written as another machine's sweep would have written it, last renewed `age` s ago."""
+    path = lock.lock_path(results, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": host, "start": None, "token": "t", "time": 0,
+                                "lease_s": lease_s}))
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_another_hosts_lease_is_respected_until_it_expires(tmp_path, spec):
+    fake_lease(tmp_path, spec, age=0.5, lease_s=30)
+    assert lock.try_lock(tmp_path, spec) is None            # renewed 0.5 s ago: its owner trains
+    assert lock.lock_owner(tmp_path, spec)["host"] == "node-17"
+    fake_lease(tmp_path, spec, age=31, lease_s=30)          # not renewed for longer than its lease
+    assert lock.lock_owner(tmp_path, spec) is None
+    taken = lock.try_lock(tmp_path, spec)
+    assert taken is not None and taken.held() and json.loads(lock.lock_path(tmp_path, spec).read_text())[
+        "host"] == socket.gethostname()
+    taken.release()
+
+
+def test_a_live_lease_on_this_host_is_respected(tmp_path, spec):
+    mine = lock.try_lock(tmp_path, spec)
+    assert mine is not None and lock.try_lock(tmp_path, spec) is None
+    mine.release()
+    assert lock.try_lock(tmp_path, spec) is not None
+
+
+HOLD = """
+import sys, time
+from widecli.config.expand import expand
+from widecli.config.load import load_recipe
+from widecli.store import lock
+[spec] = expand(load_recipe(sys.argv[1]))
+held = lock.try_lock(sys.argv[2], spec)
+print("held" if held else "busy", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_heartbeat_renews_and_a_killed_owner_expires(make_recipe, tmp_path, monkeypatch):
+    """A real owner process renews its 0.6 s lease; seen from "another host" (a patched host name),
+    the lease holds while it renews and expires once the owner is killed."""
+    recipe = make_recipe({"widen": {"factors": [1], "methods": ["dense"]}})
+    [spec] = expand(load_recipe(recipe))
+    env = {**os.environ, "WIDECLI_LEASE_SECONDS": "0.6"}
+    owner = subprocess.Popen([sys.executable, "-c", HOLD, str(recipe), str(tmp_path)], env=env, cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "held"   # the event: the owner holds the lease
+        monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")
+        deadline = time.monotonic() + 2.0                   # > 3 lease lengths: only renewals keep it
+        while time.monotonic() < deadline:
+            assert lock.try_lock(tmp_path, spec) is None
+            time.sleep(0.1)
+        owner.kill()
+        owner.wait()
+        start = time.monotonic()
+        while (taken := lock.try_lock(tmp_path, spec)) is None:
+            assert time.monotonic() - start < 10, "the dead owner's lease never expired"
+            time.sleep(0.05)
+        assert time.monotonic() - start >= 0.2  # it expired after the lease, not at once
+        taken.release()
+    finally:
+        owner.kill()
+
+
+def _race(args) -> bool:
+    barrier, results, spec = args
+    barrier.wait()
+    return lock.try_lock(results, spec) is not None
+
+
+def test_racing_processes_exactly_one_takes_the_run(tmp_path, spec):
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(6)
+        with ctx.Pool(6) as pool:
+            won = pool.map(_race, [(barrier, str(tmp_path), spec)] * 6)
+    assert sum(won) == 1
+
+
+def test_waiting_for_a_lease_times_out_and_names_the_holder(tmp_path, spec):
+    fake_lease(tmp_path, spec, lease_s=600)
+    events = []
+    with pytest.raises(SweepError, match="node-17 pid 4242") as e:
+        sweep([spec], tmp_path, device="cpu", wait_timeout=0.3, on_event=events.append)
+    assert "--break-locks" in str(e.value) and "\n" not in str(e.value)
+    [wait] = [ev for ev in events if ev.kind == "wait"]
+    assert wait.holders[0]["host"] == "node-17"
+
+
+def test_break_locks_removes_gone_owners_and_keeps_live_ones(make_recipe, tmp_path):
+    recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}})
+    first, second = expand(load_recipe(recipe))
+    fake_lease(tmp_path, first, lease_s=600)     # another host, renewing: only the user knows it is gone
+    live = lock.try_lock(tmp_path, second)       # this process: alive here, never broken
+    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--dry-run"],
+                             input="n\n")
+    assert res.exit_code == 0 and "no lease broken" in res.output and lock.lock_path(tmp_path, first).exists()
+    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--yes",
+                                   "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "broke 1 lease(s)" in res.output and "kept" in res.output
+    assert not lock.lock_path(tmp_path, first).exists() and live.held()
+    live.release()
