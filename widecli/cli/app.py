@@ -29,9 +29,8 @@ from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, WidecliError
 from widecli.execute import preflight
 from widecli.execute.plan import plan_runs, run_status
-from widecli.execute.run import run_group
+from widecli.execute.run import run_group, wait_unlocked
 from widecli.execute.sweep import sweep as run_sweep
-from widecli.execute.sweep import wait_unlocked
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
 from widecli.store.lock import break_lease
@@ -206,8 +205,18 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
 @handled
 def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
           jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
-          executor: str = typer.Option("local", help="local | ray"),
+          executor: str = typer.Option("local", help="local | ray | slurm"),
           address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT (none: start a local Ray)"),
+          partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to"),
+          gpus_per_run: int = typer.Option(0, "--gpus-per-run", min=0, help="slurm: GPUs per array task"),
+          cpus_per_run: int = typer.Option(1, "--cpus-per-run", min=1, help="slurm: CPUs per array task"),
+          time_limit: str = typer.Option("4:00:00", "--time", help="slurm: time limit per task, [D-]HH:MM:SS"),
+          array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", min=1,
+                                                          help="slurm: at most N array tasks at once"),
+          no_wait: bool = typer.Option(False, "--no-wait",
+                                       help="slurm: return after submitting; `widecli sweep RECIPE` again re-attaches"),
+          slurm_cluster: Optional[str] = typer.Option(
+              None, "--slurm-cluster", help="slurm: `local` runs the array tasks as processes here (no SLURM)"),
           num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="ray: CPUs per run (default 1)"),
           num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
                                                    help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
@@ -233,14 +242,37 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         render.plan_table(r.name, planned, {p.run_id: plan_weights(p.spec, shape, classes).connectivity
                                             for p in planned})
         return
-    preflight.before_training(specs, results, device, force)
+    options = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run,
+               "time_min": slurm_minutes(time_limit), "array_parallelism": array_parallelism,
+               "no_wait": no_wait, "cluster": slurm_cluster}
+    if executor != "slurm":  # the memory check runs where the runs run: here, unless submitted
+        preflight.before_training(specs, results, device, force)
     with render.RunProgress(r.name, results) as progress:
         summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                             force=force, retry_failed=retry_failed, on_event=progress.on_event,
-                            num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout)
+                            num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options)
+    if no_wait and executor == "slurm":
+        out.print(f"submitted; follow with `widecli sweep {recipe}` (re-attaches) or squeue")
+        return
     render.sweep_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def slurm_minutes(text: str) -> int:
+    """`--time` [D-]HH:MM:SS (or MM) -> whole minutes, one-line error otherwise."""
+    try:
+        days, _, rest = text.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+            raise ValueError
+        h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+        minutes = int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
+    except ValueError:
+        raise RecipeError(f"--time: got {text!r}; expected [D-]HH:MM:SS, e.g. 4:00:00 or 1-12:00:00") from None
+    if minutes < 1:
+        raise RecipeError(f"--time: got {text!r}; the time limit must be at least one minute")
+    return minutes
 
 
 def _break_locks(results: Path, recipe: str, yes: bool) -> None:

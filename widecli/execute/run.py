@@ -9,6 +9,7 @@ progress goes through `emit` (Events).
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from widecli.config.schema import RunSpec
 from widecli.data.resident import load_dataset
 from widecli.engine import checkpoint, dist
 from widecli.engine.loop import Outcome, fit
-from widecli.errors import StoreError
+from widecli.errors import StoreError, SweepError
 from widecli.execute import ddp
 from widecli.execute.plan import is_todo, run_status
 from widecli.methods import WeightPlan, build_model, plan_weights
@@ -58,6 +59,7 @@ class Context:
     address: str | None = None
     num_cpus: float | None = None
     num_gpus: float | None = None
+    options: dict = field(default_factory=dict)   # executor-specific (slurm: partition, time, ...)
 
 
 def label(s: RunSpec) -> tuple:
@@ -181,9 +183,10 @@ def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *
 
 
 def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport) -> None:
+    resumable = (store.run_dir(results, mine[0]) / store.CHECKPOINT).is_file()
     for s in mine:
-        store.remove_partial(results, s)  # files of a run that died half-written
-        lock.journal(results, s.recipe, "start", s.run_id)
+        store.remove_partial(results, s)  # files of a run that died half-written (a checkpoint stays)
+        lock.journal(results, s.recipe, "start", s.run_id, *(["from-checkpoint"] if resumable else []))
     runs = [label(s) for s in mine]
     emit(Event("start", runs))
 
@@ -224,3 +227,24 @@ def load_model(d: str | Path, device: str = "cpu") -> torch.nn.Module:
     model.load_state_dict(saved["state"])
     model.masks = saved["masks"]
     return model.to(device).eval()
+
+
+def wait_unlocked(specs: list[RunSpec], results: str | Path, emit: Callable[[Event], None] = lambda e: None,
+                  timeout: float | None = None, poll: float = 0.5) -> None:
+    """Block until no live process holds a lease of these runs (a lease whose owner stops renewing
+    it expires, so a dead machine never blocks for long); SweepError after `timeout` seconds."""
+    start, said = time.monotonic(), None
+    while True:
+        held = [(s, owner) for s in specs if (owner := lock.lock_owner(results, s))]
+        if not held:
+            return
+        holders = sorted({(o["host"], o["pid"]) for _, o in held})
+        if holders != said:  # say who holds what whenever that changes
+            emit(Event("wait", [label(s) for s, _ in held], holders=[o for _, o in held]))
+            said = holders
+        if timeout is not None and time.monotonic() - start > timeout:
+            s, o = held[0]
+            raise SweepError(f"--wait-timeout: {len(held)} run(s) still leased after {timeout:g} s, e.g. "
+                             f"{s.run_id} by {o['host']} pid {o['pid']} (renewed {o['renewed']:.0f} s ago); "
+                             f"rerun later, or `widecli sweep RECIPE --break-locks` if that machine is gone")
+        time.sleep(poll)

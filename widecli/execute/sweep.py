@@ -10,7 +10,6 @@ Nothing here prints: progress goes through the `on_event` callback.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,11 +19,11 @@ import pandas as pd
 from widecli.config.schema import RunSpec
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
-from widecli.execute import local, ray
+from widecli.execute import local, ray, slurm
 from widecli.execute.plan import plan_runs, stack_groups
-from widecli.execute.run import Context, Event, GroupReport, label
+from widecli.execute.run import Context, Event, GroupReport, label, wait_unlocked
 from widecli.registry import Registry
-from widecli.store import lock, runs as store
+from widecli.store import runs as store
 
 # Columns of runs.csv that measure the machine, not the computation (ignored when comparing sweeps).
 TIMING_COLUMNS = ("wall_time_s", "seconds", "peak_memory_bytes", "threads")
@@ -33,6 +32,7 @@ Executor = Callable[[list[list[RunSpec]], Context], Iterator[tuple[list[RunSpec]
 EXECUTORS: Registry[Executor] = Registry("executors", "--executor")
 EXECUTORS.add("local", local.execute)
 EXECUTORS.add("ray", ray.execute)
+EXECUTORS.add("slurm", slurm.execute)
 
 
 @dataclass
@@ -69,8 +69,11 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
           address: str | None = None, device: str = "auto", force: bool = False,
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
           num_cpus: float | None = None, num_gpus: float | None = None,
-          wait_timeout: float | None = None) -> SweepSummary:
-    """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each."""
+          wait_timeout: float | None = None, options: dict | None = None) -> SweepSummary:
+    """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each.
+
+    options: executor-specific settings (slurm: partition, gpus_per_run, time_min, array_parallelism,
+    no_wait, cluster)."""
     try:
         execute = EXECUTORS.get(executor)
     except RecipeError as e:
@@ -79,7 +82,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
         raise SweepError(f"--jobs: got {jobs}; must be >= 1")
     emit = on_event or (lambda e: None)
     ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
-                  address, num_cpus, num_gpus)
+                  address, num_cpus, num_gpus, options or {})
     planned = plan_runs(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
     summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
@@ -118,24 +121,3 @@ def _tally(summary: SweepSummary, report: GroupReport, group: list[RunSpec], emi
     for s in report.elsewhere:
         summary.skipped += 1
         emit(Event("done", [labels[s.run_id]], status="elsewhere"))
-
-
-def wait_unlocked(specs: list[RunSpec], results: str | Path, emit: Callable[[Event], None] = lambda e: None,
-                  timeout: float | None = None, poll: float = 0.5) -> None:
-    """Block until no live process holds a lease of these runs (a lease whose owner stops renewing
-    it expires, so a dead machine never blocks for long); SweepError after `timeout` seconds."""
-    start, said = time.monotonic(), None
-    while True:
-        held = [(s, owner) for s in specs if (owner := lock.lock_owner(results, s))]
-        if not held:
-            return
-        holders = sorted({(o["host"], o["pid"]) for _, o in held})
-        if holders != said:  # say who holds what whenever that changes
-            emit(Event("wait", [label(s) for s, _ in held], holders=[o for _, o in held]))
-            said = holders
-        if timeout is not None and time.monotonic() - start > timeout:
-            s, o = held[0]
-            raise SweepError(f"--wait-timeout: {len(held)} run(s) still leased after {timeout:g} s, e.g. "
-                             f"{s.run_id} by {o['host']} pid {o['pid']} (renewed {o['renewed']:.0f} s ago); "
-                             f"rerun later, or `widecli sweep RECIPE --break-locks` if that machine is gone")
-        time.sleep(poll)

@@ -1,0 +1,137 @@
+"""The SLURM executor: the sweep's unfinished runs as one job array, through submitit.
+
+Assumes what clusters have: a results directory on a file system every node shares, and widecli
+installed where the jobs run. Each array task trains one group (one run, or seeds stacked) through
+the one run path (execute.run.run_group): it takes the runs' leases, trains with in-run checkpoints
+into the shared results directory, and writes the runs. On preemption or timeout SLURM signals the
+job; submitit calls `RunTask.checkpoint`, which requeues the same task, and the task resumes from the
+run's checkpoint (the interrupted attempt released its leases on the way out). The driver submits,
+then follows the jobs; with `--no-wait` it returns after submitting, and running `widecli sweep
+RECIPE` again re-attaches: finished runs are skipped and runs leased by running jobs are waited for.
+submitit is an optional extra (`pip install 'widecli[slurm]'`); its local cluster runs the same
+pickled tasks as subprocesses, which is how the tests run it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from widecli.config.schema import RunSpec
+from widecli.engine.device import resolve_device
+from widecli.errors import SweepError
+from widecli.execute.plan import is_todo, run_status
+from widecli.execute.run import Context, Event, GroupReport, label, run_group, wait_unlocked
+from widecli.store import lock
+from widecli.store.runs import atomic_write
+
+JOBS_FILE = "jobs.json"   # results/.slurm/<recipe>/jobs.json: the last submission, for re-attaching
+POLL_S = 2.0
+
+
+@dataclass
+class RunTask:
+    """One array task: train a group through the run path. Picklable; requeued on preemption."""
+
+    spec_dicts: list[dict]
+    results: str
+    device: str = "auto"
+
+    def __call__(self) -> list[tuple[str, str, str | None]]:
+        specs = [with_checkpoints(RunSpec.model_validate(d)) for d in self.spec_dicts]
+        device = resolve_device(self.device)
+        report = run_group(specs, self.results, device)
+        while report.busy:  # a requeued attempt whose old lease is not yet gone: wait, then go on
+            wait_unlocked(report.busy, self.results)
+            report = run_group(report.busy, self.results, device)
+        return report.trained
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on preemption/timeout: requeue this same task (it resumes from the
+        runs' checkpoints in the shared results directory)."""
+        from submitit.helpers import DelayedSubmission  # optional extra: pip install 'widecli[slurm]'
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def with_checkpoints(spec: RunSpec) -> RunSpec:
+    """A spec that saves a resumable checkpoint every epoch unless it says how often (an execution
+    key: the run id is unchanged)."""
+    if spec.train.checkpoint_every:
+        return spec
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"checkpoint_every": 1})})
+
+
+def _executor(folder: Path, options: dict, name: str):
+    try:
+        import submitit  # optional extra: pip install 'widecli[slurm]'
+    except ImportError:
+        raise SweepError("--executor slurm: submitit is not installed; pip install 'widecli[slurm]'") from None
+    cluster = options.get("cluster")  # None: SLURM; "local": subprocesses on this machine
+    try:
+        ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    except Exception as e:  # no sbatch on this machine, and no local cluster asked for
+        raise SweepError(f"--executor slurm: cannot submit ({str(e).splitlines()[0]}); on a machine "
+                         f"without SLURM, --slurm-cluster local runs the jobs here") from None
+    params = {"name": name, "timeout_min": options.get("time_min", 240),
+              "gpus_per_node": options.get("gpus_per_run", 0), "cpus_per_task": options.get("cpus_per_run", 1)}
+    if options.get("partition"):
+        params["slurm_partition"] = options["partition"]
+    if options.get("array_parallelism"):
+        params["slurm_array_parallelism"] = options["array_parallelism"]
+    if cluster == "local":  # submitit's local cluster knows only the generic keys
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    ex.update_parameters(**params)
+    return ex
+
+
+def submit(groups: list[list[RunSpec]], results: Path, options: dict, device: str = "auto") -> list:
+    """Submit one array task per group; returns the submitit jobs (and records their ids)."""
+    recipe = groups[0][0].recipe
+    folder = Path(results) / ".slurm" / recipe
+    ex = _executor(folder, options, f"widecli-{recipe}")
+    tasks = [RunTask([s.model_dump(mode="json") for s in g], str(results), device) for g in groups]
+    with ex.batch():
+        jobs = [ex.submit(t) for t in tasks]
+    atomic_write(folder / JOBS_FILE, json.dumps(
+        {"submitted": time.time(), "jobs": [{"job_id": j.job_id, "runs": [s.run_id for s in g]}
+                                            for j, g in zip(jobs, groups)]}, indent=1).encode())
+    return jobs
+
+
+def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[RunSpec], GroupReport]]:
+    """Submit the groups as a job array on the shared results directory and follow the jobs."""
+    options = ctx.options or {}
+    todo, reports = [], []
+    for g in groups:
+        busy = [s for s in g if lock.lock_owner(ctx.results, s)]          # a running job has it
+        done = [s for s in g if not is_todo(run_status(ctx.results, s)[0], ctx.force, ctx.retry_failed)]
+        if busy or len(done) == len(g):
+            reports.append((g, GroupReport(busy=busy, elsewhere=[s for s in done if s not in busy])))
+        else:
+            todo.append(g)
+    yield from reports
+    if not todo:
+        return
+    device = "auto" if ctx.requested_device == "auto" else ctx.requested_device
+    jobs = submit(todo, ctx.results, options, device)
+    for job, g in zip(jobs, todo):
+        ctx.emit(Event("start", [label(s) for s in g], status=f"job {job.job_id}"))
+    if options.get("no_wait"):
+        for g in todo:  # followed by the next `widecli sweep RECIPE`, which finds them leased or done
+            yield g, GroupReport()
+        return
+    pending = dict(zip(jobs, todo))
+    while pending:
+        for job in [j for j in pending if j.done()]:
+            g = pending.pop(job)
+            try:
+                trained = job.result()
+            except Exception as e:  # the task failed as a whole (not a failed run: those are recorded)
+                why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                trained = [(s.run_id, "failed", f"job {job.job_id}: {why}") for s in g]
+            yield g, GroupReport(trained=trained)
+        time.sleep(POLL_S)
