@@ -158,6 +158,8 @@ class RunProgress:
                 p.advance(self.overall)
             for k in [k for k in self.groups if run_id in k]:
                 p.remove_task(self.groups.pop(k))
+        elif e.kind == "note":
+            p.console.print(f"[yellow]note:[/] {escape(e.error or '')}")
         elif e.kind == "wait":
             who = ", ".join(sorted({f"{h['host']} pid {h['pid']}" for h in e.holders})) or "another process"
             p.console.print(f"waiting for {len(e.runs)} runs another process is training ({who})")
