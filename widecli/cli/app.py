@@ -16,6 +16,7 @@ import typer
 import typer.core
 from typer.exceptions import TyperException
 
+from widecli import __version__
 from widecli.analysis import ablate as ablate_mod
 from widecli.analysis import kernel as kernel_mod
 from widecli.analysis import report as report_mod
@@ -84,18 +85,28 @@ def _given(e, args: list[str]) -> str:
     return ""
 
 
-app = typer.Typer(name="widecli", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(name="widecli", add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   cls=OneLineGroup,
                   help="Ablation studies on wide, sparse networks at a fixed number of weights.")
 _debug = {"on": False}
 
 SetOpt = typer.Option(None, "--set", help="override a recipe key: dotted.key=value (YAML value); repeatable")
-ResultsOpt = typer.Option(Path("results"), "--results", help="results directory")
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+ResultsOpt = typer.Option(Path("results"), "--results", envvar="WIDECLI_RESULTS", help="results directory")
+DeviceOpt = typer.Option("auto", "--device", envvar="WIDECLI_DEVICE", help="auto | cpu | cuda | cuda:N")
+JobsOpt = typer.Option(1, "--jobs", "-j", envvar="WIDECLI_JOBS", min=1, help="worker processes (local executor)")
+JsonOpt = typer.Option(False, "--json", help="print one machine-readable JSON document on stdout (and nothing else there)")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"widecli {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show Python tracebacks on errors")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show Python tracebacks on errors"),
+          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     _debug["on"] = debug
 
 
@@ -142,11 +153,16 @@ def _run_flags(factor: float | None, method: str | None, seed: int | None, gpus:
 
 @app.command()
 @handled
-def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt) -> None:
+def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
+          as_json: bool = JsonOpt) -> None:
     """Validate a recipe and print every planned run with widths, nonzeros and connectivity."""
     r = load_recipe(recipe, set_)
     shape, classes = describe(r.data)
     rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in expand(r)]
+    if as_json:
+        render.json_out({"recipe": r.name, "input_shape": list(shape), "num_classes": classes,
+                         "runs": [render.run_record(s, p) for s, p, _ in rows]})
+        return
     render.check_table(r.name, shape, classes, rows)
 
 
@@ -191,11 +207,16 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
 @handled
 def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
            factor: float = typer.Option(1.0, help="widening factor at which to show the layers"),
-           method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck")) -> None:
+           method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck"),
+           as_json: bool = JsonOpt) -> None:
     """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
     r = load_recipe(recipe, set_, _run_flags(factor, method, None))
     shape, classes = describe(r.data)
     spec = make_spec(r, factor, method, r.seeds[0])
+    if as_json:
+        render.json_out({"recipe": r.name, "factor": factor, "method": spec.method, "widen_layers": spec.widen_layers,
+                         "widenable": widenable_layers(r.model), "layers": layer_table(spec, shape, classes)})
+        return
     title = (f"{r.name}: {r.model.arch} at factor {factor:g} ({spec.method}), widen.layers "
              f"{spec.widen_layers}, scope {r.sparsity.scope}")
     render.layers_table(title, layer_table(spec, shape, classes), widenable_layers(r.model))
@@ -204,7 +225,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
 @app.command()
 @handled
 def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
-          jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+          jobs: int = JobsOpt,
           executor: str = typer.Option("local", help="local | ray | slurm"),
           address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT (none: start a local Ray)"),
           partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to"),
@@ -224,6 +245,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
+          as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as one JSON document on stdout"),
           break_locks: bool = typer.Option(False, "--break-locks",
                                            help="first remove the leases of runs whose owner is gone (asks)"),
           yes: bool = typer.Option(False, "--yes", "-y", help="do not ask (--break-locks)"),
@@ -239,9 +261,16 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         preflight.results_dir(results, [r.name], write=False)
         shape, classes = describe(r.data)
         planned = plan_runs(specs, results, force, retry_failed)
+        if as_json:
+            render.json_out({"recipe": r.name, "runs": [
+                {**render.run_record(p.spec, plan_weights(p.spec, shape, classes)), "status": p.status,
+                 "todo": p.todo, "error": p.error} for p in planned]})
+            return
         render.plan_table(r.name, planned, {p.run_id: plan_weights(p.spec, shape, classes).connectivity
                                             for p in planned})
         return
+    if as_json:
+        raise RecipeError("--json: sweep prints JSON with --dry-run only (the plan); training shows progress")
     options = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run,
                "time_min": slurm_minutes(time_limit), "array_parallelism": array_parallelism,
                "no_wait": no_wait, "cluster": slurm_cluster}
@@ -302,7 +331,8 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
            fmt: Optional[str] = typer.Option(None, "--format", help="print md | txt | csv | latex (and write csv/tex)"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="where report files go (default: RESULTS)"),
            recipe: Optional[List[str]] = typer.Option(
-               None, "--recipe", help="only this recipe: a NAME, or a recipe FILE (also counts its missing runs)")) -> None:
+               None, "--recipe", help="only this recipe: a NAME, or a recipe FILE (also counts its missing runs)"),
+           as_json: bool = JsonOpt) -> None:
     """Table 1, a runs table and plots from finished runs; writes report.md and report.txt."""
     names, expected = [], []
     for item in recipe or []:
@@ -317,6 +347,10 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
                            out=out_dir, recipes=names or None, expected=expected)
     for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
         render.warning(f"{why} (not counted)")
+    if as_json:
+        render.json_out({name: render.records(t) for name, t in rep.tables.items()})
+        render.written(rep.files, to_stderr=True)
+        return
     for name, shown in rep.shown.items():
         if fmt:
             text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
@@ -341,7 +375,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
            method: Optional[List[str]] = typer.Option(None, "--method", help="sparse | dense | linear_bottleneck | "
                                                                              "nonlinear_bottleneck; repeatable"),
            set_: Optional[List[str]] = SetOpt,
-           jobs: int = typer.Option(1, "--jobs", "-j", help="worker processes (local executor)"),
+           jobs: int = JobsOpt,
            executor: str = typer.Option("local", help="local | ray"),
            address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT"),
            device: str = DeviceOpt, results: Path = ResultsOpt,

@@ -6,6 +6,7 @@ callbacks and return data.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +37,35 @@ def interrupted(again: str) -> None:
 
 def warning(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
+
+
+def json_out(doc) -> None:
+    """One JSON document on stdout, nothing else there (numbers as numbers, NaN as null)."""
+    sys.stdout.write(json.dumps(_jsonable(doc), indent=1, default=str) + "\n")
+
+
+def _jsonable(x):
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalars
+        return _jsonable(x.item())
+    return x
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return df.to_dict(orient="records")
+
+
+def run_record(spec, plan) -> dict:
+    """A planned run for --json: identity, widths and the weight accounting."""
+    return {"run_id": spec.run_id, "factor": spec.factor, "method": spec.method, "seed": spec.seed,
+            "axes": spec.axes, "widths": plan.widths, "budget": plan.budget, "nonzeros": plan.nonzeros,
+            "dense_weights": plan.dense_weights, "connectivity": plan.connectivity, "ranks": plan.ranks,
+            "layers": plan.layers()}
 
 
 def fmt_count(n: int) -> str:
