@@ -70,7 +70,7 @@ def _executor(folder: Path, options: dict, name: str):
         import submitit  # optional extra: pip install 'widecli[slurm]'
     except ImportError:
         raise SweepError("--executor slurm: submitit is not installed; pip install 'widecli[slurm]'") from None
-    cluster = options.get("cluster")  # None: SLURM; "local": subprocesses on this machine
+    cluster = options.get("cluster") or "slurm"  # "local": the array tasks as processes on this machine
     try:
         ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
     except Exception as e:  # no sbatch on this machine, and no local cluster asked for
