@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 
 from widecli import __version__
 from widecli.analysis import ablate as ablate_mod
+from widecli.analysis import export as export_mod
 from widecli.analysis import kernel as kernel_mod
 from widecli.analysis import report as report_mod
 from widecli.cli import render
@@ -363,6 +364,17 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
             if chart:
                 out.print(chart, markup=False)
     render.written(rep.files, to_stderr=bool(fmt))
+
+
+@app.command()
+@handled
+def export(results: Path = typer.Argument(Path("results"), envvar="WIDECLI_RESULTS", help="results directory"),
+           to: str = typer.Option(..., "--to", help="tensorboard | mlflow | wandb (offline runs)"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where to write (default: RESULTS/export/TO)"),
+           recipe: Optional[List[str]] = typer.Option(None, "--recipe", help="only this recipe (repeatable)")) -> None:
+    """Every run's per-epoch metrics and flattened spec to TensorBoard, MLflow or W&B."""
+    written = export_mod.export(results, to, out_dir, recipe or None)
+    out.print(f"exported {len(written)} run(s) to {to}: {out_dir or Path(results) / 'export' / to}")
 
 
 @app.command()
