@@ -61,7 +61,26 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI
     for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
-    return _with_keys(df)
+    return _with_keys(_mark_per_factor(df))
+
+
+def _mark_per_factor(df: pd.DataFrame) -> pd.DataFrame:
+    """Settings tied to the widening factor (a recipe's `widen.per_factor`, e.g. per-width learning
+    rates) must not split a recipe into one study per value. A data/model/train column is
+    such a setting in a recipe when it has one value in every (factor, method) cell but several
+    across cells; its cells read "per factor" and the values move to the column `per_factor:<key>`."""
+    df = df.copy()
+    # (sparsity settings are left out: they are reset for every method but sparse, by design)
+    cols = [c for c in df.columns if c.split(".")[0] in ("data", "model", "train") and c not in EXEC_COLUMNS]
+    for recipe, rows in df.groupby("recipe"):
+        for c in cols:
+            values = rows[c].map(str)
+            if values.nunique() > 1 and values.groupby([rows["factor"], rows["method"]]).nunique().max() == 1:
+                df[f"per_factor:{c}"] = df.get(f"per_factor:{c}", pd.Series(None, index=df.index, dtype=object))
+                df.loc[rows.index, f"per_factor:{c}"] = rows[c].astype(object)
+                df[c] = df[c].astype(object)
+                df.loc[rows.index, c] = "per factor"
+    return df
 
 
 def _stale(result: dict) -> bool:
