@@ -29,7 +29,7 @@ LAYERS = [
 # Third-party modules that may be imported inside a function (with a comment saying why):
 # optional extras, and heavy libraries that only one loader or one plot needs.
 LAZY_ALLOWED = {"ray", "submitit", "matplotlib", "sklearn", "mnist1d", "scipy", "torchvision", "psutil",
-                "mlxtend", "mlflow", "tensorboard", "wandb"}
+                "mlxtend", "mlflow", "tensorboard", "wandb", "torch.utils.tensorboard"}
 
 
 def _module_name(path: Path) -> str:
@@ -87,7 +87,7 @@ def imports(path: Path):
                 third = None
                 if not targets:
                     name = child.names[0].name if isinstance(child, ast.Import) else (child.module or "")
-                    third = name.split(".")[0]
+                    third = name if name in LAZY_ALLOWED else name.split(".")[0]
                 for t in targets or [None]:
                     found.append((t, child.lineno, in_function, third, lines[child.lineno - 1]))
             visit(child, nested)

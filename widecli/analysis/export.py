@@ -102,7 +102,7 @@ def _tensorboard(runs: dict, by_run: dict, out: Path) -> list[Path]:
 def _mlflow(runs: dict, by_run: dict, out: Path) -> list[Path]:
     try:
         import mlflow  # optional extra: mlflow (or mlflow-skinny)
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param, RunTag  # optional extra, as above
     except ImportError:
         raise _missing("mlflow") from None
     out.mkdir(parents=True, exist_ok=True)
