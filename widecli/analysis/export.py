@@ -1,10 +1,17 @@
 """Results leave widecli: every epoch of every run as one DataFrame, and export to TensorBoard,
 MLflow or Weights & Biases (offline), each run with its per-epoch metrics and its flattened spec as
-hyperparameters. The exporters are optional extras (`pip install 'widecli[export]'`)."""
+hyperparameters. The exporters are optional extras (`pip install 'widecli[export]'`).
+
+An export reflects the store as it is now: exporting again to the same folder replaces what an
+earlier export wrote for the same (recipe, run id) instead of adding a duplicate.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -12,13 +19,17 @@ import pandas as pd
 from widecli.errors import WidecliError
 from widecli.store import runs as store
 
-METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 TARGETS = ("tensorboard", "mlflow", "wandb")
+KEYS = ("recipe", "run_id", "epoch")
+# MLflow caps a param value at 6,000 characters (500 before MLflow 2.x servers raised it): cut at
+# the lower bound so an export also logs to an older server.
+PARAM_CHARS = 500
 
 
 def _finished(results: str | Path, recipes: list[str] | None) -> dict[str, dict]:
+    """"recipe/run_id" -> result of every finished run of the recipes named (default: all)."""
     out: dict[str, dict] = {}
-    for name in recipes or [None]:
+    for name in dict.fromkeys(recipes or [None]):
         runs = store.finished_runs(results, name)
         out.update({f"{name}/{k}" if name else k: r for k, r in runs.items()})
     if not out:
@@ -27,29 +38,65 @@ def _finished(results: str | Path, recipes: list[str] | None) -> dict[str, dict]
     return out
 
 
+def _epochs(results: str | Path, result: dict) -> pd.DataFrame:
+    """A run's metrics.csv (one row per epoch; empty for a run that stopped before its first epoch)."""
+    path = Path(results) / result["recipe"] / result["run_id"] / store.METRICS
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({"epoch": pd.Series(dtype="int64")})
+    except OSError as e:
+        raise WidecliError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _each_run(results: str | Path, runs: dict[str, dict]) -> Iterator[tuple[dict, pd.DataFrame, list[str]]]:
+    """(result, epochs, metric columns) per run, each metrics.csv read once."""
+    for result in runs.values():
+        epochs = _epochs(results, result)
+        yield result, epochs, [c for c in epochs.columns
+                               if c != "epoch" and pd.api.types.is_numeric_dtype(epochs[c])]
+
+
+def _points(epochs: pd.DataFrame, metric: str) -> Iterator[tuple[int, float]]:
+    """(epoch, value) of one metric column."""
+    return zip(epochs["epoch"].astype(int).tolist(), epochs[metric].astype(float).tolist())
+
+
 def load_metrics(results: str | Path, recipes: list[str] | None = None) -> pd.DataFrame:
     """Every epoch of every finished run: one row per (recipe, run_id, epoch), with the per-epoch
-    metrics of metrics.csv and the run's flattened spec and final metrics (as in runs.csv)."""
+    metrics of metrics.csv and the run's flattened spec and final values (the columns of runs.csv;
+    where a final value shares a name with a per-epoch metric, the per-epoch value is kept)."""
+    runs = _finished(results, recipes)
     frames = []
-    for key, result in _finished(results, recipes).items():
-        path = store.run_dir(results, _Ref(result["recipe"], result["run_id"])) / store.METRICS
-        epochs = pd.read_csv(path)
-        flat = {k: v for k, v in store.flatten(result).items() if k not in epochs.columns}
-        frames.append(epochs.assign(**flat))
-    df = pd.concat(frames, ignore_index=True)
-    first = ["recipe", "run_id", "epoch"]
+    for i, (_, epochs, _) in enumerate(_each_run(results, runs)):
+        frames.append(epochs.assign(_run=i))
+    epochs = pd.concat(frames, ignore_index=True)
+    # One row per run, repeated per epoch by position: no per-run column inserts, one concat.
+    spec = pd.DataFrame([store.flatten(r) for r in runs.values()])
+    spec = spec.drop(columns=[c for c in spec.columns if c in epochs.columns])
+    df = pd.concat([spec.take(epochs.pop("_run").to_numpy()).reset_index(drop=True), epochs], axis=1)
+    first = list(KEYS) + [c for c in epochs.columns if c not in KEYS]  # keys, per-epoch metrics, spec
     return df[first + [c for c in df.columns if c not in first]]
 
 
-class _Ref:
-    """recipe/run_id, the two fields store.run_dir reads of a spec."""
+def export(results: str | Path, to: str, out: str | Path | None = None,
+           recipes: list[str] | None = None) -> list[Path]:
+    """Write every finished run (of `recipes`, default all) to a tracking tool under `out` (default
+    RESULTS/export/TO); returns one path per run: its TensorBoard log folder, its MLflow run folder
+    or its W&B offline run folder. Prints nothing."""
+    if to not in TARGETS:
+        raise WidecliError(f"--to: unknown target {to!r}; allowed: {', '.join(TARGETS)}")
+    out = Path(out) if out is not None else Path(results) / "export" / to
+    writer = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}[to]
+    return writer(results, recipes, out)
 
-    def __init__(self, recipe: str, run_id: str):
-        self.recipe, self.run_id = recipe, run_id
+
+def _missing(name: str) -> WidecliError:
+    return WidecliError(f"export: {name} is not installed; pip install 'widecli[export]'")
 
 
 def _params(result: dict) -> dict:
-    """The flattened spec and identity of a run, as hyperparameters (scalars only)."""
+    """The flattened spec and identity of a run, as hyperparameters (scalars only, no None/NaN)."""
     flat = store.flatten(result)
     keep = ("recipe", "run_id", "status", "factor", "method", "seed", "widen_layers", "budget", "nonzeros",
             "connectivity")
@@ -57,90 +104,124 @@ def _params(result: dict) -> dict:
             if (k in keep or "." in k or k.startswith("axis:")) and v is not None and not _nan(v)}
 
 
+def _finals(result: dict) -> dict[str, float]:
+    """A run's final numeric values (test_accuracy, best_test_accuracy, wall_time_s, ...)."""
+    return {k: v for k, v in result.get("final", {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not _nan(v)}
+
+
 def _nan(v) -> bool:
     return isinstance(v, float) and v != v
 
 
-def export(results: str | Path, to: str, out: str | Path | None = None,
-           recipes: list[str] | None = None) -> list[Path]:
-    """Write every finished run to a tracking tool; returns the files or folders written."""
-    if to not in TARGETS:
-        raise WidecliError(f"--to: unknown target {to!r}; allowed: {', '.join(TARGETS)}")
-    out = Path(out or Path(results) / "export" / to)
-    runs = _finished(results, recipes)
-    epochs = load_metrics(results, recipes)
-    by_run = {k: g for k, g in epochs.groupby(["recipe", "run_id"], sort=False)}
-    writer = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}[to]
-    return writer(runs, by_run, out)
+def _scalar_tag(metric: str) -> str:
+    """metrics.csv column -> TensorBoard tag: train_loss -> train/loss, test_accuracy -> test/accuracy."""
+    split, _, what = metric.partition("_")
+    return f"{split}/{what}" if split in ("train", "test") and what else metric
 
 
-def _missing(name: str) -> WidecliError:
-    return WidecliError(f"export: {name} is not installed; pip install 'widecli[export]'")
-
-
-def _tensorboard(runs: dict, by_run: dict, out: Path) -> list[Path]:
+def _tensorboard(results, recipes, out: Path) -> list[Path]:
     try:
-        from torch.utils.tensorboard import SummaryWriter  # optional extra: needs the tensorboard package
+        from torch.utils.tensorboard import SummaryWriter  # optional extra: pip install 'widecli[export]'
     except ImportError:
         raise _missing("tensorboard") from None
     written = []
-    for result in runs.values():
+    for result, epochs, metrics in _each_run(results, _finished(results, recipes)):
         folder = out / result["recipe"] / result["run_id"]
-        rows = by_run[(result["recipe"], result["run_id"])]
+        for old in folder.glob("events.out.tfevents.*"):  # an earlier export of this run
+            old.unlink()
         with SummaryWriter(log_dir=str(folder)) as w:
-            for row in rows.itertuples(index=False):
-                for m in METRICS:
-                    split, _, what = m.partition("_")
-                    w.add_scalar(f"{split}/{what}" if what else m, getattr(row, m), int(row.epoch))
-            final = {f"hparam/{k}": v for k, v in result.get("final", {}).items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool) and not _nan(v)}
-            w.add_hparams(_params(result), final, run_name=".")
+            for m in metrics:
+                for epoch, value in _points(epochs, m):
+                    w.add_scalar(_scalar_tag(m), value, epoch)
+            # HParams: the spec, and the final values as its metrics (run_name "." keeps them in
+            # this run's folder instead of a timestamped subfolder).
+            w.add_hparams(_params(result), {f"hparam/{k}": v for k, v in _finals(result).items()}, run_name=".")
         written.append(folder)
     return written
 
 
-def _mlflow(runs: dict, by_run: dict, out: Path) -> list[Path]:
+def _mlflow(results, recipes, out: Path) -> list[Path]:
     try:
-        import mlflow  # optional extra: mlflow (or mlflow-skinny)
-        from mlflow.entities import Metric, Param, RunTag  # optional extra, as above
+        import mlflow  # optional extra: pip install 'widecli[export]'
+        from mlflow.entities import Metric, Param, RunTag  # optional extra: pip install 'widecli[export]'
     except ImportError:
         raise _missing("mlflow") from None
+    runs = _finished(results, recipes)
     out.mkdir(parents=True, exist_ok=True)
     # A file store (a folder others can copy or serve with `mlflow ui --backend-store-uri`): MLflow 3
     # keeps it in maintenance mode and asks for this opt-in.
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = mlflow.tracking.MlflowClient(tracking_uri=out.resolve().as_uri())
-    for result in runs.values():
+    experiments: dict[str, tuple[str, dict[str, list[str]]]] = {}
+    written = []
+    for result, epochs, metrics in _each_run(results, runs):
         name = result["recipe"]
-        experiment = client.get_experiment_by_name(name)
-        eid = experiment.experiment_id if experiment else client.create_experiment(name)
+        if name not in experiments:
+            experiments[name] = _mlflow_experiment(client, name)
+        eid, earlier = experiments[name]
+        for old in earlier.pop(result["run_id"], []):  # an earlier export of this run
+            client.delete_run(old)
+            shutil.rmtree(out / eid / old, ignore_errors=True)  # the file store's hard delete (`mlflow gc`)
         run = client.create_run(eid, run_name=result["run_id"],
                                 tags={"recipe": name, "run_id": result["run_id"], "status": result["status"]})
-        rows = by_run[(name, result["run_id"])]
-        # MLflow caps a param value at 6,000 characters (older servers: 500): long lists are cut.
-        params = [Param(k, str(v)[:500]) for k, v in _params(result).items()]
-        metrics = [Metric(m, float(getattr(row, m)), 0, int(row.epoch)) for row in rows.itertuples(index=False)
-                   for m in METRICS]
-        client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag("widecli", "1")])
+        params = [Param(k, str(v)[:PARAM_CHARS]) for k, v in _params(result).items()]
+        points = [Metric(m, value, 0, epoch) for m in metrics for epoch, value in _points(epochs, m)]
+        client.log_batch(run.info.run_id, metrics=points, params=params, tags=[RunTag("widecli", "1")])
         client.set_terminated(run.info.run_id, "FINISHED" if result["status"] == "ok" else "FAILED")
-    return [out]
+        written.append(out / eid / run.info.run_id)
+    return written
 
 
-def _wandb(runs: dict, by_run: dict, out: Path) -> list[Path]:
+def _mlflow_experiment(client, name: str) -> tuple[str, dict[str, list[str]]]:
+    """The experiment id of a recipe (created if new) and its widecli runs: run_id -> MLflow run ids."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name), {}
+    earlier: dict[str, list[str]] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment.experiment_id], "tags.widecli = '1'", max_results=1000,
+                                  page_token=token)
+        for r in page:
+            earlier.setdefault(r.data.tags.get("run_id"), []).append(r.info.run_id)
+        token = page.token
+        if not token:
+            return experiment.experiment_id, earlier
+
+
+def _wandb_id(result: dict) -> str:
+    """A W&B run id, unique across recipes (recipes may share a run id) and without / \\ # ? % :."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{result['recipe']}-{result['run_id']}")
+
+
+def _wandb(results, recipes, out: Path) -> list[Path]:
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ["WANDB_MODE"] = "offline"  # never contact a server: `wandb sync` uploads later
     try:
-        import wandb  # optional extra
+        import wandb  # optional extra: pip install 'widecli[export]'
     except ImportError:
         raise _missing("wandb") from None
+    runs = _finished(results, recipes)
     out.mkdir(parents=True, exist_ok=True)
+    # Offline (never contacts a server: `wandb sync` uploads later), silent, stdout left alone.
+    settings = wandb.Settings(mode="offline", silent=True, console="off", disable_git=True, save_code=False)
     written = []
-    for result in runs.values():
-        run = wandb.init(project=result["recipe"], name=result["run_id"], id=result["run_id"], dir=str(out),
-                         config=_params(result), mode="offline", reinit="finish_previous")
-        for row in by_run[(result["recipe"], result["run_id"])].itertuples(index=False):
-            run.log({m: float(getattr(row, m)) for m in METRICS}, step=int(row.epoch))
-        run.summary.update({k: v for k, v in result.get("final", {}).items() if isinstance(v, (int, float))})
-        written.append(Path(run.dir).parent)
-        run.finish()
+    for result, epochs, metrics in _each_run(results, runs):
+        run_id = _wandb_id(result)
+        earlier = re.compile(r"offline-run-\d{8}_\d{6}-" + re.escape(run_id))
+        for old in (out / "wandb").glob(f"offline-run-*-{run_id}"):  # an earlier export of this run
+            if earlier.fullmatch(old.name):
+                shutil.rmtree(old)
+        # create_new: a run of the caller's own, if one is active, is neither finished nor logged to.
+        run = wandb.init(project=result["recipe"], name=result["run_id"], id=run_id, dir=str(out),
+                         config=_params(result), tags=[result["status"]], mode="offline",
+                         settings=settings, reinit="create_new")
+        try:
+            rows = epochs[metrics].astype(float).to_dict("records")
+            for epoch, row in zip(epochs["epoch"].astype(int).tolist(), rows):
+                run.log(row, step=epoch)
+            run.summary.update(_finals(result))
+            written.append(Path(run.dir).parent)
+        finally:
+            run.finish()
     return written
