@@ -31,7 +31,7 @@ from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, WidecliError
 from widecli.execute import preflight
 from widecli.execute.plan import plan_runs, run_status
-from widecli.execute.run import run_group, wait_unlocked
+from widecli.execute.run import run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
@@ -193,10 +193,9 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     out.print(f"[bold]{r.name}[/] run {spec.run_id}: factor {spec.factor:g}, {spec.method}, "
               f"seed {spec.seed}, on {where}")
     with render.RunProgress(r.name, results) as progress:
-        report = run_group([spec], results, dev, force=force, emit=progress.on_event, record_failures=False)
-        if report.busy:  # another sweep (or train) holds the run: wait for it, take over if it died
-            wait_unlocked(report.busy, results, progress.on_event)
-            report = run_group([spec], results, dev, emit=progress.on_event, record_failures=False)
+        # Another sweep (or train) holding the run: wait for it, take over if it died.
+        report = run_group_when_free([spec], results, dev, force=force, emit=progress.on_event,
+                                     record_failures=False)
     if report.written:
         render.run_summary(report.results[0], report.written[0])
     else:

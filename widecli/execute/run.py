@@ -182,6 +182,21 @@ def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *
     return report
 
 
+def run_group_when_free(group: list[RunSpec], results: str | Path, device: torch.device, *,
+                        force: bool = False, emit: Callable[[Event], None] = lambda e: None,
+                        record_failures: bool = True) -> GroupReport:
+    """run_group, then wait for the runs another process holds and take over what it left undone;
+    one report for the whole group (what this process trained, and what others finished)."""
+    report = run_group(group, results, device, force=force, emit=emit, record_failures=record_failures)
+    while report.busy:
+        wait_unlocked(report.busy, results, emit)
+        again = run_group(report.busy, results, device, emit=emit, record_failures=record_failures)
+        report = GroupReport(trained=report.trained + again.trained, busy=again.busy,
+                             elsewhere=report.elsewhere + again.elsewhere,
+                             written=report.written + again.written, results=report.results + again.results)
+    return report
+
+
 def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport) -> None:
     resumable = (store.run_dir(results, mine[0]) / store.CHECKPOINT).is_file()
     for s in mine:

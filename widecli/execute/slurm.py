@@ -24,7 +24,7 @@ from widecli.config.schema import RunSpec
 from widecli.engine.device import resolve_device
 from widecli.errors import SweepError
 from widecli.execute.plan import is_todo, run_status
-from widecli.execute.run import Context, Event, GroupReport, label, run_group, wait_unlocked
+from widecli.execute.run import Context, Event, GroupReport, label, run_group_when_free
 from widecli.store import lock
 from widecli.store.runs import atomic_write
 
@@ -43,11 +43,8 @@ class RunTask:
     def __call__(self) -> list[tuple[str, str, str | None]]:
         specs = [with_checkpoints(RunSpec.model_validate(d)) for d in self.spec_dicts]
         device = resolve_device(self.device)
-        report = run_group(specs, self.results, device)
-        while report.busy:  # a requeued attempt whose old lease is not yet gone: wait, then go on
-            wait_unlocked(report.busy, self.results)
-            report = run_group(report.busy, self.results, device)
-        return report.trained
+        # A requeued attempt may find its old lease not yet gone: wait for it, then go on.
+        return run_group_when_free(specs, self.results, device).trained
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption/timeout: requeue this same task (it resumes from the
