@@ -34,6 +34,8 @@ def make_recipe(tmp_path, data_root):
                 raw[key] = {**raw[key], **value}
             else:
                 raw[key] = value
+        if raw["model"].get("arch") != "mlp":  # a convnet has no hidden widths (they would have no effect)
+            raw["model"].pop("hidden", None)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw))
         return path

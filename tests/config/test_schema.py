@@ -1,5 +1,6 @@
 """Recipe schema, overrides, expansion and run identity."""
 
+import pydantic
 import pytest
 import yaml
 
@@ -96,5 +97,6 @@ def test_bad_override_syntax(make_recipe, item):
 
 def test_specs_are_frozen(make_recipe):
     spec = expand(load_recipe(make_recipe()))[0]
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         spec.seed = 3
+    assert spec.seed == 0

@@ -100,9 +100,13 @@ def test_refusals(data_root):
 @pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 def test_two_gpus_nccl(tmp_path, data_root, run_stored):
-    spec = make_spec(data_root, gpus=2)
-    [(o, _)] = run_stored([spec], tmp_path, torch.device("cuda"))
+    """Two GPUs (NCCL, fp32) compute what one process computes on the CPU."""
+    spec = make_spec(data_root, gpus=2, precision="fp32")
+    [(o, _)] = run_stored([spec], tmp_path / "gpu", torch.device("cuda"))
+    [(ref, _)] = run_stored([make_spec(data_root, gpus=1, precision="fp32")], tmp_path / "cpu", torch.device("cpu"))
     assert o.status == "ok" and o.final["device"].startswith("cuda")
+    for key in ("train_loss", "test_loss", "test_accuracy", "train_accuracy"):
+        assert o.final[key] == pytest.approx(ref.final[key], rel=1e-3, abs=2e-3), key
 
 
 def test_sweep_workers_get_blocks_of_gpus(monkeypatch):

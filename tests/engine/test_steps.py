@@ -58,8 +58,9 @@ def test_fused_ntk_no_bias_two_hidden(make_recipe):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_fused_other_optimizers_and_linear(make_recipe, optimizer):
-    cfg = {"optimizer": optimizer, "lr": 1e-3 if optimizer != "sgd" else 0.05, "weight_decay": 1e-3,
-           "momentum": 0.0}  # sgd here: plain SGD, no momentum buffer
+    cfg = {"optimizer": optimizer, "lr": 1e-3 if optimizer != "sgd" else 0.05, "weight_decay": 1e-3}
+    if optimizer == "sgd":
+        cfg["momentum"] = 0.0  # plain SGD, no momentum buffer (adam has no momentum setting)
     assert_same(*both(make_recipe, model={"activation": "linear"}, **cfg))
 
 

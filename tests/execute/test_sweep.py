@@ -180,12 +180,30 @@ def test_dry_run_table_and_a_finished_sweep_trains_nothing(reference, tmp_path):
     assert res.exit_code == 0 and "nothing to train" in res.output and "trained 0" in res.output
 
 
-def test_sigterm_exits_143_with_a_resume_hint(reference, monkeypatch, tmp_path):
-    def run(*a, **k):
-        raise cli.Terminated
-    monkeypatch.setattr(cli, "run_sweep", run)
-    res = CliRunner().invoke(cli.app, ["sweep", str(reference[0]), "--results", str(tmp_path)])
-    assert res.exit_code == 143 and "resume with: widecli" in res.output
+def read_until(proc: subprocess.Popen, *needles: str) -> list[str]:
+    """Lines of the process's stdout up to one containing each needle in turn (events the program
+    prints: stdout is a pipe, so the progress writes plain lines). Fails if the process ends first."""
+    seen = []
+    for needle in needles:
+        for line in proc.stdout:
+            seen.append(line.decode())
+            if needle in seen[-1]:
+                break
+        else:
+            pytest.fail(f"{needle!r} never printed: {''.join(seen)}{proc.stderr.read().decode()}")
+    return seen
+
+
+def test_sigterm_exits_143_with_a_resume_hint(reference, tmp_path):
+    """A real SIGTERM (what SLURM and `kill` send) to a real sweep process, mid-epoch."""
+    proc = launch("sweep", reference[0], "--set", "train.epochs=300", results=tmp_path)
+    read_until(proc, " · epoch 1/300 · ")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr.decode()
+    assert "resume with: widecli sweep" in stderr.decode() and "Traceback" not in stderr.decode()
+    assert not [d for d in (tmp_path / "tiny").iterdir() if d.is_dir() and d.name != store_lock.LOCKS]
+    assert not list((tmp_path / "tiny" / store_lock.LOCKS).glob("*.lock"))
 
 
 # --------------------------------------------------------------------------- processes
@@ -214,10 +232,7 @@ def test_two_concurrent_sweeps_never_train_a_run_twice(reference, tmp_path):
 
 def test_sigint_removes_the_current_runs_partial_files_and_exits_130(reference, tmp_path):
     proc = launch("sweep", reference[0], "--set", "train.epochs=150", results=tmp_path)
-    deadline = time.monotonic() + 120
-    while len(journal(tmp_path, "done")) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    read_until(proc, "ok ", " · epoch 1/150 · ")  # a group finished, the next one is training
     finished_before = {d.name: (d / store.RESULT).read_bytes() for d in (tmp_path / "tiny").iterdir()
                        if d.is_dir() and store.is_finished(d)}
     proc.send_signal(signal.SIGINT)

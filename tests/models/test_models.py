@@ -118,5 +118,6 @@ def test_small_cnn_trains_on_digits(tmp_path, data_root, run_stored):
     b = build([spec], (1, 8, 8), 10)
     assert sum(int(m.sum()) for m in b.masks.values()) == b.plan.budget   # scope all: every layer
     state = outcome.state
-    nz = sum(int((state[f"{n}.weight"] != 0).sum()) for n in b.plan.masked)
-    assert nz <= b.plan.budget                                             # masks held in training
+    for n in b.plan.masked:                                                # masks held in training:
+        assert torch.equal(state[f"{n}.weight"] != 0, b.masks[n]), n       # nonzero exactly where kept
+    assert sum(int((state[f"{n}.weight"] != 0).sum()) for n in b.plan.masked) == b.plan.budget

@@ -28,7 +28,7 @@ from widecli.config.load import load_recipe
 from widecli.data.registry import describe
 from widecli.engine import dist
 from widecli.engine.device import resolve_device
-from widecli.errors import RecipeError, WidecliError
+from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight
 from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import run_group, run_group_when_free
@@ -155,16 +155,24 @@ def _run_flags(factor: float | None, method: str | None, seed: int | None, gpus:
 @app.command()
 @handled
 def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
-          as_json: bool = JsonOpt) -> None:
-    """Validate a recipe and print every planned run with widths, nonzeros and connectivity."""
-    r = load_recipe(recipe, set_)
+          as_json: bool = JsonOpt, device: str = DeviceOpt) -> None:
+    """Validate a recipe and print every planned run with widths, nonzeros and connectivity; runs
+    whose model cannot fit in the device's memory (the estimate train and sweep refuse) exit 2."""
+    r = load_recipe(recipe, set_, warn=render.warning)
     shape, classes = describe(r.data)
-    rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in expand(r)]
+    specs = expand(r)
+    rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
+    dev = resolve_device(device)
+    too_big, free, what = preflight.unfit(specs, dev)
     if as_json:
         render.json_out({"recipe": r.name, "input_shape": list(shape), "num_classes": classes,
-                         "runs": [render.run_record(s, p) for s, p, _ in rows]})
-        return
-    render.check_table(r.name, shape, classes, rows)
+                         "runs": [render.run_record(s, p) for s, p, _ in rows],
+                         "unfit": [{"run_id": s.run_id, "bytes": e.total} for s, e in too_big]})
+    else:
+        render.check_table(r.name, shape, classes, rows)
+    if too_big:
+        more = f" ({len(too_big)} such model{'s' if len(too_big) > 1 else ''}; the largest shown)"
+        raise ResourceError(preflight.refusal(*too_big[0], dev, free, what) + more)
 
 
 @app.command()
@@ -178,7 +186,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
           gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
                                              help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
     """Train one run of a recipe and write it to the results directory (skipped if already finished)."""
-    r = load_recipe(recipe, set_, _run_flags(factor, method, seed, gpus))
+    r = load_recipe(recipe, set_, _run_flags(factor, method, seed, gpus), warn=render.warning)
     spec = make_spec(r, r.widen.factors[0], r.widen.methods[0], r.seeds[0])
     dev = dist.init_from_env(resolve_device(device))  # a torchrun rank joins its group
     if not dist.is_main():  # torchrun ranks > 0 train their share silently, write nothing
@@ -210,7 +218,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
            method: str = typer.Option("sparse", help="sparse | dense | linear_bottleneck | nonlinear_bottleneck"),
            as_json: bool = JsonOpt) -> None:
     """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
-    r = load_recipe(recipe, set_, _run_flags(factor, method, None))
+    r = load_recipe(recipe, set_, _run_flags(factor, method, None), warn=render.warning)
     shape, classes = describe(r.data)
     spec = make_spec(r, factor, method, r.seeds[0])
     if as_json:
@@ -244,6 +252,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           device: str = DeviceOpt, results: Path = ResultsOpt,
           force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
+          fail_fast: bool = typer.Option(False, "--fail-fast",
+                                         help="stop at the first failed run (default: record it and go on)"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
           as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as one JSON document on stdout"),
           break_locks: bool = typer.Option(False, "--break-locks",
@@ -253,7 +263,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
               None, "--wait-timeout", min=0,
               help="seconds to wait for runs another process leases (default: as long as it renews them)")) -> None:
     """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
-    r = load_recipe(recipe, set_)
+    r = load_recipe(recipe, set_, warn=render.warning)
     specs = expand(r)
     if break_locks:
         _break_locks(results, r.name, yes)
@@ -279,7 +289,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     with render.RunProgress(r.name, results) as progress:
         summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                             force=force, retry_failed=retry_failed, on_event=progress.on_event,
-                            num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options)
+                            num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options,
+                            fail_fast=fail_fast)
     if no_wait and executor == "slurm":
         out.print(f"submitted; follow with `widecli sweep {recipe}` (re-attaches) or squeue")
         return
@@ -337,7 +348,7 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
     names, expected = [], []
     for item in recipe or []:
         if item.endswith((".yaml", ".yml")) or Path(item).is_file():
-            r = load_recipe(item)
+            r = load_recipe(item, warn=render.warning)
             names.append(r.name)
             expected += expand(r)
         else:
@@ -437,7 +448,7 @@ def kernel(recipe: Path = typer.Argument(..., help="recipe YAML file"),
             raise RecipeError(f"--factors {factors!r}: expected comma-separated numbers, e.g. 1,2,4") from None
     if split not in ("test", "train"):
         raise RecipeError(f"--split: unknown split {split!r}; allowed: test, train")
-    r = load_recipe(recipe, overrides)
+    r = load_recipe(recipe, overrides, warn=render.warning)
     dev = resolve_device(device)
     specs = kernel_mod.kernel_specs(r)
     out.print(f"[bold]{r.name}[/] kernel at init: {len(specs)} models, {samples} {split} inputs, "

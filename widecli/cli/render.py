@@ -7,7 +7,9 @@ callbacks and return data.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,20 @@ from widecli.methods import bottlenecks
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def pct(fraction: float, decimals: int = 2) -> str:
+    """THE accuracy format everywhere widecli prints one: a percentage with fixed decimals."""
+    return "-" if fraction is None or fraction != fraction else f"{100 * fraction:.{decimals}f}%"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def error(message: str) -> None:
@@ -130,8 +146,8 @@ def run_summary(result: dict, path: Path) -> None:
     if status == "failed":
         out.print(f"[red]failed[/]: {escape(result.get('error') or '')}")
     else:
-        out.print(f"[{colour}]{status}[/]: test accuracy {f['test_accuracy']:.4f}, train accuracy "
-                  f"{f['train_accuracy']:.4f} after {f['epochs_run']} epochs ({f['wall_time_s']:.1f}s)")
+        out.print(f"[{colour}]{status}[/]: test accuracy {pct(f['test_accuracy'])}, train accuracy "
+                  f"{pct(f['train_accuracy'])} after {f['epochs_run']} epochs ({f['wall_time_s']:.1f}s)")
     if w:
         out.print(f"weights: budget {fmt_count(w['budget'])}, nonzeros {fmt_count(w['nonzeros'])}, "
                   f"dense {fmt_count(w['dense_weights'])}, connectivity {w['connectivity']:.4f}; "
@@ -147,8 +163,14 @@ class RunProgress:
     """THE progress component: overall runs done/total with ETA and one bar per training group,
     driven by the Events of execute.run and execute.sweep (train, sweep and ablate alike)."""
 
-    def __init__(self, name: str, results: Path):
+    def __init__(self, name: str, results: Path, lines: bool | None = None):
+        """lines: also print a plain line per epoch interval per group (default: when stdout is not a
+        terminal, e.g. a log file, nohup or a cluster job, where a live bar shows nothing)."""
         self.name, self.results = name, results
+        self.lines = (not out.is_terminal) if lines is None else lines
+        self.every = float(os.environ.get("WIDECLI_LOG_SECONDS", "60"))
+        self.started: dict[tuple, float] = {}
+        self.last_line: dict[tuple, float] = {}
 
     def __enter__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -176,9 +198,12 @@ class RunProgress:
         elif e.kind == "start":
             label = ", ".join(f"f={f:g} {m} s{s}" for _, f, m, s in e.runs)
             self.groups[key] = p.add_task(f"  {label[:60]}", total=None, info="")
+            self.started[key] = self.last_line[key] = time.monotonic()
         elif e.kind == "epoch" and key in self.groups:
-            info = " ".join(f"test {r['test_accuracy']:.3f} train {r['train_accuracy']:.3f}" for r in e.rows[:4])
+            info = " ".join(f"test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}" for r in e.rows[:4])
             p.update(self.groups[key], total=e.epochs, completed=e.epoch, info=info)
+            if self.lines and self._line_due(key, e):
+                p.console.print(self.epoch_line(e, time.monotonic() - self.started[key]), markup=False)
         elif e.kind == "done":
             run_id, f, m, s = e.runs[0]
             colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
@@ -193,6 +218,25 @@ class RunProgress:
         elif e.kind == "wait":
             who = ", ".join(sorted({f"{h['host']} pid {h['pid']}" for h in e.holders})) or "another process"
             p.console.print(f"waiting for {len(e.runs)} runs another process is training ({who})")
+
+    def _line_due(self, key: tuple, e: Event) -> bool:
+        """Epoch 1, every tenth of the epochs, the last, and at least every WIDECLI_LOG_SECONDS."""
+        now, step = time.monotonic(), max(1, e.epochs // 10)
+        if e.epoch in (1, e.epochs) or e.epoch % step == 0 or now - self.last_line[key] >= self.every:
+            self.last_line[key] = now
+            return True
+        return False
+
+    @staticmethod
+    def epoch_line(e: Event, elapsed: float) -> str:
+        """`f=2 sparse · epoch 10/100 · test s0 55.20% s1 54.00% · train ... · 3s elapsed, ~27s left`"""
+        _, f, m, _ = e.runs[0]
+        seeds = [f"s{run[3]}" for run in e.runs]
+        test = " ".join(f"{s} {pct(r['test_accuracy'])}" for s, r in zip(seeds, e.rows))
+        train = " ".join(f"{s} {pct(r['train_accuracy'])}" for s, r in zip(seeds, e.rows))
+        left = elapsed / max(e.epoch, 1) * (e.epochs - e.epoch)
+        return (f"f={f:g} {m} · epoch {e.epoch}/{e.epochs} · test {test} · train {train} · "
+                f"{duration(elapsed)} elapsed, ~{duration(left)} left")
 
     def count(self, description: str, total: int):
         """A plain counted task (e.g. the kernel's models): returns a function advancing it by one."""
@@ -237,12 +281,12 @@ def sweep_summary(summary: SweepSummary) -> None:
               f"[red]{summary.failed} failed[/]; {summary.skipped} skipped (already finished)")
     df = best_table(summary.rows)
     if not df.empty:
-        t = Table(title="test accuracy by method and factor")
+        t = Table(title="test accuracy (%) by method and factor")
         for col in df.columns:
-            t.add_column(str(col), justify="right")
+            t.add_column(str(col).replace("_test_accuracy", " test acc %"), justify="right")
         for row in df.itertuples(index=False):
-            t.add_row(*[f"{v:.4f}" if isinstance(v, float) and not float(v).is_integer() else
-                        (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
+            t.add_row(*[pct(v)[:-1] if str(col).endswith("accuracy") else
+                        (f"{v:g}" if isinstance(v, float) else str(v)) for col, v in zip(df.columns, row)])
         out.print(t)
     for run_id, error_ in summary.failures:
         out.print(f"[red]failed[/] {run_id}: {escape(error_)}")

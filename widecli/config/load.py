@@ -8,34 +8,43 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from widecli.config import effects
 from widecli.config.schema import Recipe
 from widecli.errors import RecipeError
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None,
-                flags: dict[str, tuple[str, object]] | None = None) -> Recipe:
+                flags: dict[str, tuple[str, object]] | None = None,
+                warn: Callable[[str], None] | None = None) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides and validate it.
 
     flags: command-line options that set recipe keys, `{"--factor": ("widen.factors", [2.0])}`:
     applied after the overrides and named in any error, so that they are validated by the schema
-    like every other value."""
+    like every other value. Settings without effect (config.effects) are an error, or passed to
+    `warn` where only some sweep points ignore them."""
     path = Path(path)
     raw = read_yaml(path)
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(raw, key, value, source=f"--set {item}")
-    if flags:  # the recipe and its overrides must be valid on their own, before the flags replace keys
-        validate(raw, str(path))
+    # The recipe and its overrides must be valid on their own, before the flags replace keys; settings
+    # without effect are judged here too (a flag such as --factor 1 narrows the grid legitimately).
+    own = validate(raw, str(path))
+    errors, warnings = effects.judge(effects.grid_points(own, validate))
+    if errors:
+        raise RecipeError(f"{path}: {errors[0]}")
+    for line in warnings if warn else ():
+        warn(f"{path}: {line}")
     given = []
     for flag, (key, value) in (flags or {}).items():
         set_dotted(raw, key, value, source=flag)
         given.append(f"{flag} {value[0] if isinstance(value, list) and len(value) == 1 else value}")
-    return validate(raw, f"{path} with {', '.join(given)}" if given else str(path))
+    return validate(raw, f"{path} with {', '.join(given)}") if given else own
 
 
 def read_yaml(path: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from typing import Any, Literal, Union
 
@@ -18,7 +19,7 @@ from widecli.config import identity
 from widecli.data.registry import DATASETS
 from widecli.errors import RecipeError
 from widecli.methods import METHODS
-from widecli.models.registry import ARCHS, widenable_layers
+from widecli.models.registry import ARCHS, base_widths, widenable_layers
 from widecli.registry import Registry
 from widecli.sparsity.rules import RULES
 
@@ -34,7 +35,7 @@ def _registered(registry: Registry, name: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -63,14 +64,14 @@ class ModelConfig(_Strict):
     init: Literal["auto", "normal", "uniform"] = Field(
         "auto", description="mlp weights at scale s (ntk 1, standard 1/sqrt(fan_in)): N(0, s^2) or U(-s, s); "
                             "auto: normal for ntk, uniform for standard (official NTK code: uniform)")
-    width: int = Field(16, ge=1, description="convnets: channels of the first conv (stages k, 2k, 4k, 8k)")
+    width: int = Field(16, ge=1, le=2**31 - 1, description="convnets: channels of the first conv (stages k, 2k, 4k, 8k)")
     batchnorm: bool = Field(True, description="cnn: BatchNorm after each conv")
 
     @field_validator("hidden")
     @classmethod
     def _hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 for h in v):
-            raise ValueError("must be a non-empty list of positive integers")
+        if not v or any(h < 1 or h > MAX_WIDTH for h in v):
+            raise ValueError(f"must be a non-empty list of integers from 1 to {MAX_WIDTH:,}")
         return v
 
     @model_validator(mode="after")
@@ -103,6 +104,14 @@ class WidenConfig(_Strict):
             raise ValueError(f"every factor must be >= 1 (got {bad[0]})")
         if len(set(v)) != len(v):
             raise ValueError("factors must not repeat")
+        return v
+
+    @field_validator("per_factor", "per_method_factor")
+    @classmethod
+    def _finite_values(cls, v: dict, info) -> dict:
+        bad = _non_finite(v)
+        if bad:
+            raise ValueError(f"widen.{info.field_name}.{bad[0]}: got {bad[1]}; must be a finite number")
         return v
 
     @field_validator("methods")
@@ -245,6 +254,13 @@ class Recipe(_Strict):
                 registry.get(name)
             except RecipeError as e:
                 raise ValueError(str(e)) from None  # the message names its key (model.arch, ...)
+        units = base_widths(self.model)
+        for f in self.widen.factors:
+            name, w = max(units.items(), key=lambda kv: kv[1])
+            if f * w > MAX_WIDTH:
+                raise ValueError(f"widen.factors: factor {f:g} makes {name} {f * w:.3g} units wide; no layer "
+                                 f"can be built wider than {MAX_WIDTH:,} (and far less fits in memory: "
+                                 f"`widecli check` estimates it)")
         widenable = widenable_layers(self.model)
         if isinstance(self.widen.layers, list):
             for name in self.widen.layers:
@@ -254,7 +270,20 @@ class Recipe(_Strict):
         return self
 
 
+def _non_finite(v: Any, where: str = "") -> tuple[str, float] | None:
+    """(dotted place, value) of the first nan/inf in a nested value, or None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return where, v
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+    for k, x in items:
+        found = _non_finite(x, f"{where}.{k:g}" if isinstance(k, float) else f"{where}.{k}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 GRID_KEYS = ("widen.factors", "widen.methods", "seeds")
+MAX_WIDTH = 2**31 - 1  # int32 indexing in the kernels; the memory preflight refuses far smaller models
 
 
 def _did_you_mean(name: str, allowed) -> str:

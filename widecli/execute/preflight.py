@@ -145,11 +145,11 @@ def width_keys(spec: RunSpec) -> str:
     return f"{width}, widen.factors {spec.factor:g}, train.batch_size {spec.train.batch_size}"
 
 
-def memory(specs: list[RunSpec], device: torch.device) -> None:
-    """Refuse, with the estimate, a run whose model cannot fit in the device's memory."""
-    largest, biggest = None, None
+def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
+    """The runs (one per stacked group) whose model cannot fit in the device's memory, largest
+    first, with what the device has: (runs, bytes available, what they are)."""
     shapes: dict[str, tuple] = {}
-    seen = set()
+    seen, estimates = set(), []
     for s in specs:
         stack_key = s.stack_key()
         if stack_key in seen:
@@ -158,19 +158,26 @@ def memory(specs: list[RunSpec], device: torch.device) -> None:
         key = s.data.model_dump_json()
         if key not in shapes:
             shapes[key] = describe(s.data)
-        e = estimate(s, *shapes[key])
-        if biggest is None or e.total > biggest.total:
-            largest, biggest = s, e
-    if largest is None:
-        return
+        estimates.append((s, estimate(s, *shapes[key])))
+    if not estimates:
+        return [], 0, ""
     free, what = available_memory(device)
-    if biggest.total > free:
-        e = biggest
-        raise ResourceError(
-            f"{largest.recipe} run {largest.run_id} (factor {largest.factor:g}, {largest.method}) needs about "
+    too_big = sorted(((s, e) for s, e in estimates if e.total > free), key=lambda se: -se[1].total)
+    return too_big, free, what
+
+
+def refusal(spec: RunSpec, e: MemoryEstimate, device: torch.device, free: int, what: str) -> str:
+    return (f"{spec.recipe} run {spec.run_id} (factor {spec.factor:g}, {spec.method}) needs about "
             f"{size(e.total)} of memory to train (weights {size(e.weights)}, gradients {size(e.gradients)}, "
             f"optimizer {size(e.optimizer)}, masks {size(e.masks)}, activations of a batch "
-            f"{size(e.activations)}) but {device.type} has {size(free)} {what}; reduce {width_keys(largest)}")
+            f"{size(e.activations)}) but {device.type} has {size(free)} {what}; reduce {width_keys(spec)}")
+
+
+def memory(specs: list[RunSpec], device: torch.device) -> None:
+    """Refuse, with the estimate, a run whose model cannot fit in the device's memory."""
+    too_big, free, what = unfit(specs, device)
+    if too_big:
+        raise ResourceError(refusal(*too_big[0], device, free, what))
 
 
 def before_training(specs: list[RunSpec], results: str | Path, device: str | torch.device,

@@ -212,17 +212,37 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
     ckpt = store.run_dir(results, mine[0])
     try:
         for o, result in train_group(mine, device, dataset(mine[0], device), on_epoch, record_failures, ckpt):
-            path = store.write_run(results, o.spec, o.metrics, result, state_of(o))
+            path = _write(results, o, result, record_failures)
             lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
             report.trained.append((o.spec.run_id, o.status, o.error))
-            report.written.append(path)
-            report.results.append(store.read_result(path, verify_files=False))
+            if path is not None:
+                report.written.append(path)
+                report.results.append(store.read_result(path, verify_files=False))
         if all(status != "failed" for _, status, _ in report.trained):  # a failed run retries from it
             checkpoint.remove(ckpt)
     except BaseException:
         for s in mine:
             store.remove_partial(results, s)
         raise
+
+
+def _write(results, o: Outcome, result: dict, record_failures: bool) -> Path | None:
+    """Store a trained run. A write that fails (disk full, permissions) makes the run `failed` with
+    the error line, stored without its metrics and weights if that much can be written, else left
+    unstored (its partial files removed, so nothing half-written reads as finished); None then."""
+    try:
+        return store.write_run(results, o.spec, o.metrics, result, state_of(o))
+    except StoreError as e:
+        if not record_failures:
+            raise
+        o.status, o.error = "failed", str(e)
+    store.remove_partial(results, o.spec)
+    try:
+        return store.write_run(results, o.spec, [], {**result, "status": "failed", "error": o.error,
+                                                     "final": {}}, None)
+    except StoreError:
+        store.remove_partial(results, o.spec)
+        return None
 
 
 # --------------------------------------------------------------------------- reading a run back

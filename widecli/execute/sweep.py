@@ -69,11 +69,13 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
           address: str | None = None, device: str = "auto", force: bool = False,
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
           num_cpus: float | None = None, num_gpus: float | None = None,
-          wait_timeout: float | None = None, options: dict | None = None) -> SweepSummary:
+          wait_timeout: float | None = None, options: dict | None = None,
+          fail_fast: bool = False) -> SweepSummary:
     """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each.
 
     options: executor-specific settings (slurm: partition, gpus_per_run, time_min, array_parallelism,
-    no_wait, cluster)."""
+    no_wait, cluster). fail_fast: stop at the first failed run (SweepError naming it; the runs
+    stored so far are kept and the same command resumes) instead of recording it and going on."""
     try:
         execute = EXECUTORS.get(executor)
     except RecipeError as e:
@@ -91,12 +93,20 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
     pending = todo
     while pending:
         busy = []
-        for group, report in execute(stack_groups(pending, ctx.device), ctx):
+        groups = execute(stack_groups(pending, ctx.device), ctx)
+        for group, report in groups:
             _tally(summary, report, group, emit)
             busy += report.busy
             if report.trained:
                 for r in {s.recipe for s in group}:
                     store.rebuild_index(results, r, verify_files=False)
+            if fail_fast and summary.failures:
+                groups.close()  # the executor stops its workers
+                run_id, error = summary.failures[0]
+                done = summary.ok + summary.diverged + summary.failed
+                raise SweepError(f"--fail-fast: run {run_id} failed ({error}); stopped with {len(todo) - done} "
+                                 f"of {len(todo)} runs not trained; fix the cause and run the same command "
+                                 f"again (finished runs are kept; --retry-failed retrains the failed one)")
         if busy:
             # Another sweep is training these: wait for it, then take over whatever it did not finish.
             wait_unlocked(busy, results, emit, wait_timeout)

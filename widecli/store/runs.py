@@ -65,6 +65,7 @@ def write_run(results: str | Path, spec, metrics: list[dict], result: dict,
               state: dict | None = None) -> Path:
     """Write a finished run; result.json goes last."""
     d = run_dir(results, spec)
+    target = d
     try:
         d.mkdir(parents=True, exist_ok=True)
         (d / RESULT).unlink(missing_ok=True)  # a re-run is unfinished until its new result lands
@@ -75,14 +76,16 @@ def write_run(results: str | Path, spec, metrics: list[dict], result: dict,
             torch.save(state, buf)
             files[MODEL] = buf.getvalue()
         for name, data in files.items():
-            atomic_write(d / name, data)
+            target = d / name
+            atomic_write(target, data)
         result = {"format": FORMAT, "run_id": spec.run_id, "recipe": spec.recipe, **result,
                   "spec": spec.model_dump(mode="json")}
         result["checksums"] = {**{n: _sha(b) for n, b in files.items()}, "content": _content_checksum(result)}
-        atomic_write(d / RESULT, json.dumps(result, indent=1, default=str).encode())
+        target = d / RESULT
+        atomic_write(target, json.dumps(result, indent=1, default=str).encode())
     except OSError as e:
-        raise StoreError(f"{d}: cannot write run files ({e.strerror or e}); check the results "
-                         f"directory is writable and has space") from None
+        raise StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is "
+                         f"writable and has space") from None
     return d
 
 

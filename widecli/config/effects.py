@@ -1,0 +1,113 @@
+"""Settings that do nothing under the chosen options (`train.nesterov` without momentum,
+`sparsity.granularity: kernel` on an MLP, ...): silently ignoring them hides mistakes in a study.
+
+Only keys the recipe gives explicitly are judged (a default that does not apply is not a mistake).
+A setting without effect at every point of the recipe's grid is an error; one without effect at
+some sweep points only (a sweep over `train.optimizer` with `train.momentum` set) is legitimate
+and becomes a warning, printed once by the command.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+from widecli.config.schema import Recipe
+from widecli.methods import METHODS
+
+# Appended to the reasons that come from a narrowed grid (`--set widen.factors=[1]` to train the
+# baselines only, `--method dense`): legitimate, so always a warning, never an error.
+GRID = "; the grid leaves it unused"
+CONV_ARCHS = ("cnn", "resnet18", "resnet18_imagenet")
+
+
+def _given(section, key: str) -> bool:
+    return key in section.model_fields_set
+
+
+def ineffective(r: Recipe) -> list[tuple[str, str]]:
+    """(dotted key, why it does nothing) for every explicitly given setting of `r` that has no
+    effect on any run of `r` as it stands (one grid point: sweep axes already applied)."""
+    t, m, s, d = r.train, r.model, r.sparsity, r.data
+    out: list[tuple[str, str]] = []
+    if t.optimizer == "sgd":
+        if t.nesterov and t.momentum == 0:
+            out.append(("train.nesterov", "Nesterov needs momentum, and train.momentum is 0"))
+    else:
+        if _given(t, "momentum"):
+            out.append(("train.momentum", f"{t.optimizer} has no momentum setting (its betas are fixed)"))
+        if t.nesterov:
+            out.append(("train.nesterov", f"Nesterov momentum applies to sgd only, not {t.optimizer}"))
+    if t.schedule != "step":
+        if t.milestones:
+            out.append(("train.milestones", f"milestones apply to the step schedule only, not {t.schedule}"))
+        if _given(t, "gamma"):
+            out.append(("train.gamma", f"gamma applies to the step schedule only, not {t.schedule}"))
+    elif any(e >= t.epochs for e in t.milestones):
+        late = [e for e in t.milestones if e >= t.epochs]
+        out.append(("train.milestones", f"epoch {late[0]} is not before train.epochs {t.epochs}"))
+    if t.checkpoint_every >= t.epochs and t.checkpoint_every > 0:
+        out.append(("train.checkpoint_every", f"{t.checkpoint_every} is not below train.epochs {t.epochs}, "
+                                              f"so no checkpoint is ever written before the run ends"))
+    if m.arch == "mlp":
+        for key in ("width", "batchnorm"):
+            if _given(m, key):
+                out.append((f"model.{key}", "applies to convnets only; the mlp's widths are model.hidden"))
+        if s.granularity == "kernel":
+            out.append(("sparsity.granularity", "kernel granularity applies to convolutions; an mlp has none"))
+    elif m.arch in CONV_ARCHS:
+        for key in ("hidden", "activation", "bias", "parameterization"):
+            if _given(m, key):
+                out.append((f"model.{key}", f"applies to the mlp only, not {m.arch}"))
+        if _given(m, "batchnorm") and m.arch != "cnn":
+            out.append(("model.batchnorm", f"applies to the cnn only; {m.arch} always has BatchNorm"))
+    wide = [f for f in r.widen.factors if f != 1]
+    sparse = [x for x in r.widen.methods if METHODS.get(x).uses_sparsity]
+    if not wide or not sparse:
+        why = ("every factor is 1 (the dense baseline)" if not wide
+               else f"no method in widen.methods ({', '.join(r.widen.methods)}) uses sparsity")
+        out += [(f"sparsity.{k}", why + GRID) for k in sorted(s.model_fields_set)]
+    elif s.connectivity and s.rule != "custom":
+        out.append(("sparsity.connectivity", f"per-layer connectivities apply to rule custom, not {s.rule}"))
+    if not wide and _given(r.widen, "layers"):
+        out.append(("widen.layers", "every factor is 1 (the dense baseline widens nothing)" + GRID))
+    if d.pipeline == "device" and _given(d, "workers"):
+        out.append(("data.workers", "DataLoader workers apply to pipeline stream, not device"))
+    if d.path is not None and d.dataset != "npz":
+        out.append(("data.path", f"a file path applies to dataset npz only, not {d.dataset}"))
+    return out
+
+
+def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) over the grid's points: a setting without effect at every point is an
+    error, at some points a warning (legitimate in a sweep), and one left unused by the grid's
+    factors or methods always a warning. Each names its key."""
+    found = [dict(ineffective(p)) for p in points]
+    keys = list(dict.fromkeys(k for f in found for k in f))
+    errors, warnings = [], []
+    for key in keys:
+        where = [f for f in found if key in f]
+        if len(where) == len(found) and not where[0][key].endswith(GRID):
+            errors.append(f"{key}: has no effect: {where[0][key]}; remove it or change the setting it depends on")
+        else:
+            at = "" if len(where) == len(found) else f" at {len(where)} of {len(found)} sweep points"
+            warnings.append(f"{key}: has no effect{at} ({where[0][key]})")
+    return errors, warnings
+
+
+def grid_points(r: Recipe, validate) -> list[Recipe]:
+    """The recipe at each point of its sweep axes, keeping which keys were given explicitly."""
+    if not r.sweep:
+        return [r]
+    base = r.model_dump(mode="json", exclude_unset=True)
+    keys = list(r.sweep)
+    points = []
+    for combo in itertools.product(*r.sweep.values()):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, combo):
+            node = raw
+            for part in key.split(".")[:-1]:
+                node = node.setdefault(part, {})
+            node[key.split(".")[-1]] = value
+        points.append(validate(raw, f"{r.name}: sweep point {dict(zip(keys, combo))}"))
+    return points
