@@ -5,6 +5,7 @@ that no half-written run directory is ever read as finished, and that the final 
 uninterrupted sweep's (ignoring timing columns). Prints kills, runs lost, runs duplicated.
 
     python benchmarks/chaos_sweep.py [--kills 20] [--jobs 1] [--seed 0] [--data-root DIR]
+    python benchmarks/chaos_sweep.py --procs 4 --kills 20   # four sweeps at once, random kills among them
 """
 
 from __future__ import annotations
@@ -165,16 +166,96 @@ def chaos(kills: int = 20, jobs: int = 1, seed: int = 0, data_root: Path | None 
             "stderr": stderr.decode(errors="replace")[-2000:], "workdir": str(work)}
 
 
+def done_counts(results: Path) -> dict[str, int]:
+    """run_id -> how many times a sweep stored it (journal `done` lines)."""
+    counts: dict[str, int] = {}
+    try:
+        for line in (results / NAME / LOCKS / "journal.log").open():
+            parts = line.split()
+            if len(parts) > 4 and parts[3] == "done":
+                counts[parts[4]] = counts.get(parts[4], 0) + 1
+    except FileNotFoundError:
+        pass
+    return counts
+
+
+def chaos_concurrent(procs: int = 4, kills: int = 20, jobs: int = 1, seed: int = 0,
+                     data_root: Path | None = None, workdir: Path | None = None, window: float = 0.8) -> dict:
+    """`procs` sweep processes on one results directory at once; SIGKILL a random one of them a
+    random moment after a run starts, start a new one in its place, `kills` times; then let them
+    finish. Every run must be stored exactly once (one journal `done` line; a finished result is
+    never rewritten) and runs.csv must equal an uninterrupted sweep's."""
+    rng = random.Random(seed)
+    work = Path(workdir or tempfile.mkdtemp(prefix="widecli-chaos4-"))
+    data_root = Path(data_root or work / "data")
+    recipe = write_recipe(work, data_root, kills * 4, window)  # four sweeps share the groups: 4x as many
+    specs = expand(load_recipe(recipe))
+    t0 = time.monotonic()
+    reference = sweep.sweep(specs, work / "reference", device="cpu")
+    reference_s = time.monotonic() - t0
+    results = work / "results"
+    t0 = time.monotonic()
+    live = [launch(recipe, results, jobs) for _ in range(procs)]
+    done, killed, lost, rewritten, half, exits = {}, 0, set(), set(), 0, []
+    while killed < kills and any(p.poll() is None for p in live):
+        seen, deadline = starts(results), time.monotonic() + 120
+        while starts(results) == seen and any(p.poll() is None for p in live) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, window))
+        running = [p for p in live if p.poll() is None]
+        if not running:
+            break
+        victim = rng.choice(running)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed += 1
+        live.remove(victim)
+        live.append(launch(recipe, results, jobs))
+        now, bad = snapshot(results)
+        half += bad
+        lost |= {r for r in done if r not in now}
+        rewritten |= {r for r in done if r in now and now[r] != done[r]}
+        done = now
+    for p in live:
+        p.communicate()
+        exits.append(p.returncode)
+    elapsed = time.monotonic() - t0
+    final_proc = launch(recipe, results, jobs)  # must find nothing left to do
+    _, stderr = final_proc.communicate()
+    final, bad = snapshot(results)
+    half += bad
+    rewritten |= {r for r in done if r in final and final[r] != done[r]}
+    lost |= {s.run_id for s in specs} - set(final)
+    counts = done_counts(results)
+    stored_twice = {r for r, n in counts.items() if n > 1}
+    return {"procs": procs, "kills": killed, "runs": len({s.run_id for s in specs}), "runs_lost": len(lost),
+            "runs_duplicated": len(rewritten | stored_twice), "half_written_read_as_finished": half,
+            "runs_csv_equal": same_runs_csv(reference.runs_csv, results / NAME / store.INDEX),
+            "survivor_exit_codes": sorted(set(exits)), "final_exit_code": final_proc.returncode,
+            "seconds": round(elapsed, 1),
+            "uninterrupted_seconds": round(reference_s, 1),
+            "stderr": stderr.decode(errors="replace")[-2000:], "workdir": str(work)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--procs", type=int, default=1,
+                    help="sweep processes on the results directory at once (> 1: kill a random one)")
     ap.add_argument("--data-root", type=Path, default=Path("~/.cache/widecli").expanduser())
     args = ap.parse_args()
-    fig = chaos(args.kills, args.jobs, args.seed, args.data_root)
-    for k in ("kills", "runs", "runs_lost", "runs_duplicated", "half_written_read_as_finished",
-              "runs_csv_equal", "final_exit_code", "workdir"):
+    if args.procs > 1:
+        fig = chaos_concurrent(args.procs, args.kills, args.jobs, args.seed, args.data_root)
+        keys = ("procs", "kills", "runs", "runs_lost", "runs_duplicated", "half_written_read_as_finished",
+                "runs_csv_equal", "survivor_exit_codes", "final_exit_code", "seconds", "uninterrupted_seconds",
+                "workdir")
+    else:
+        fig = chaos(args.kills, args.jobs, args.seed, args.data_root)
+        keys = ("kills", "runs", "runs_lost", "runs_duplicated", "half_written_read_as_finished",
+                "runs_csv_equal", "final_exit_code", "workdir")
+    for k in keys:
         print(f"{k}: {fig[k]}")
     ok = (fig["runs_lost"] == fig["runs_duplicated"] == fig["half_written_read_as_finished"] == 0
           and fig["runs_csv_equal"] and fig["final_exit_code"] == 0)

@@ -6,6 +6,7 @@ learnable task) upsampled from 40 to 784 features and viewed as 1x28x28 images.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from typing import Callable
@@ -16,15 +17,16 @@ from widecli.config.expand import make_spec
 from widecli.config.schema import DataConfig, Recipe
 from widecli.data.registry import load_arrays
 from widecli.data.resident import DeviceDataset
+from widecli.engine import threads
 
 
-
-def parse(ap) -> "argparse.Namespace":
+def parse(ap) -> argparse.Namespace:
     """Parse a script's arguments plus --threads (intra-op threads; 1 is the robust choice when
     other users load the machine: spinning OpenMP barriers make 2 threads erratic under load)."""
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    threads.configure(args.threads)  # the trainer sets each run's threads: to these
     return args
 
 

@@ -14,9 +14,9 @@ import argparse
 import importlib.util
 
 import torch
+from common import header, matmul_peak, parse, spec, train_time
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import header, matmul_peak, parse, spec, train_time
 from widecli.config.expand import make_spec
 from widecli.config.schema import Recipe
 from widecli.data.resident import DeviceDataset

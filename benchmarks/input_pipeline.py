@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import header, interleaved, parse
 from PIL import Image
 
-from common import header, interleaved, parse
 from widecli.config.schema import DataConfig
 from widecli.data import stream
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-from common import header, matmul_peak, mlp_train_flops, mnist_shaped, parse, spec, train_time
+from common import (
+    header,
+    matmul_peak,
+    mlp_train_flops,
+    mnist_shaped,
+    parse,
+    spec,
+    train_time,
+)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from common import header, interleaved, mnist_shaped, parse, spec, train_time
+
 from widecli.methods import plan_weights as plan
 
 

@@ -17,10 +17,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import best_epoch, header, interleaved, mnist_shaped, parse, spec
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common import best_epoch, header, interleaved, mnist_shaped, parse, spec
 from widecli.engine.loop import fit as train
 from widecli.methods import build
 

@@ -12,9 +12,8 @@ from torch import nn
 from widecli.config.expand import make_spec
 from widecli.config.load import validate
 from widecli.errors import BudgetError
-from widecli.methods import build
+from widecli.methods import build, rank_bounds, scaled
 from widecli.methods import plan_weights as plan
-from widecli.methods import rank_bounds, scaled
 from widecli.models import registry as models
 from widecli.models.layers import Factorized
 from widecli.models.layout import count_weights

@@ -26,7 +26,14 @@ from torch import nn
 from widecli.errors import BudgetError
 from widecli.models import registry as models
 from widecli.models.init import initialize
-from widecli.models.layout import count_other, count_weights, is_stacked, layer_shapes, weight_modules, widths
+from widecli.models.layout import (
+    count_other,
+    count_weights,
+    is_stacked,
+    layer_shapes,
+    weight_modules,
+    widths,
+)
 from widecli.registry import Registry
 from widecli.sparsity.masks import make_masks
 from widecli.sparsity.rules import allocate, to_whole_conv_kernels

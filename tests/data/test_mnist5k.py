@@ -10,7 +10,11 @@ import torch
 
 from widecli.config.schema import DataConfig
 from widecli.data.registry import describe, load_arrays
-from widecli.data.resident import EVAL_BATCH_PER_BATCH_NORM, ResidentBatches, load_dataset
+from widecli.data.resident import (
+    EVAL_BATCH_PER_BATCH_NORM,
+    ResidentBatches,
+    load_dataset,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -255,6 +254,18 @@ def test_sigkill_chaos_three_kills_loses_and_duplicates_nothing(data_root, tmp_p
     assert fig["kills"] == 3, fig
     assert (fig["runs_lost"], fig["runs_duplicated"], fig["half_written_read_as_finished"]) == (0, 0, 0), fig
     assert fig["runs_csv_equal"] and fig["final_exit_code"] == 0, fig
+
+
+def test_four_concurrent_sweeps_with_random_kills_store_every_run_once(data_root, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import chaos_sweep
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    fig = chaos_sweep.chaos_concurrent(procs=4, kills=3, data_root=data_root, workdir=tmp_path, window=0.4)
+    assert fig["kills"] == 3, fig
+    assert (fig["runs_lost"], fig["runs_duplicated"], fig["half_written_read_as_finished"]) == (0, 0, 0), fig
+    assert fig["runs_csv_equal"] and fig["final_exit_code"] == 0 and fig["survivor_exit_codes"] == [0], fig
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")

@@ -144,7 +144,11 @@ def _tensorboard(results, recipes, out: Path) -> list[Path]:
 def _mlflow(results, recipes, out: Path) -> list[Path]:
     try:
         import mlflow  # optional extra: pip install 'widecli[export]'
-        from mlflow.entities import Metric, Param, RunTag  # optional extra: pip install 'widecli[export]'
+        from mlflow.entities import (  # optional extra: pip install 'widecli[export]'
+            Metric,
+            Param,
+            RunTag,
+        )
     except ImportError:
         raise _missing("mlflow") from None
     runs = _finished(results, recipes)

@@ -26,7 +26,7 @@ def _pyplot():
 
 def _save(fig, path: Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed beside the axes stay in
     _pyplot().close(fig)
     return path
 
@@ -39,43 +39,130 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_study(study: Study, path: Path) -> Path:
-    """Test and train accuracy vs widening factor per method, test accuracy vs connectivity."""
-    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.2))
-    methods = [m for m in ("sparse", "dense", *bottlenecks()) if (study.rows["method"] == m).any()]
+MARKERS = {"sparse": "o", "dense": "s", "linear_bottleneck": "^", "nonlinear_bottleneck": "v"}
+
+
+def describe(study: Study) -> str:
+    """A plot's title: every setting labelled (key=value), the weight budget, what the bars are."""
+    # The settings that tell this study apart from the others of its recipe (those its name carries).
+    labels = [str(v) if k in ("recipe", "dataset", "model") else f"{k.split('.')[-1]}={v}"
+              for k, v in study.labels.items()
+              if str(v) not in ("-", "nan", "None", "{}")
+              and (k in ("recipe", "dataset", "model", "widened", "rule") or f"{k.split('.')[-1]}=" in study.name)]
+    ok = ok_runs(study.rows)
+    seeds = ok.groupby(["method", "factor"])["seed"].nunique()
+    n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+    budget = ok["budget"].dropna()
+    weights = f"budget {int(budget.iloc[0]):,} weights" if not budget.empty else "weights not recorded"
+    return f"{' · '.join(labels)}\n{weights}; points: mean over {n} seeds, error bars: std over seeds"
+
+
+def study_figure(study: Study):
+    """Test and train accuracy vs widening factor per method, and (when the study has sparse runs)
+    test accuracy vs connectivity. Methods are offset a little along x and drawn with their own
+    markers, so coinciding curves stay visible; accuracy axes stop at 100%; connectivity at 1."""
+    has_sparse = ((study.rows["method"] == "sparse") & (study.rows["factor"] > 1)).any()
+    fig, axes = _pyplot().subplots(1, 3 if has_sparse else 2, figsize=(15 if has_sparse else 10.5, 4.8))
+    methods = [m for m in ("dense", *bottlenecks(), "sparse") if (study.rows["method"] == m).any()]
+    factors = sorted(study.rows["factor"].unique())
     for metric, ax in zip(("test_accuracy", "train_accuracy"), axes):
-        for m in methods:
+        lo, hi = [], []
+        for i, m in enumerate(methods):
             c = curve(study.rows, m, metric)
-            ax.errorbar(c["factor"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3, label=m)
+            shift = 1 + 0.025 * (i - (len(methods) - 1) / 2)  # a small offset on the log axis
+            mean, std = 100 * c["mean"], 100 * c["std"].fillna(0)
+            ax.errorbar(c["factor"] * shift, mean, yerr=std, marker=MARKERS.get(m, "o"), capsize=3, label=m,
+                        alpha=0.85, lw=2.2 if m == "sparse" else 1.5, ms=6 if m == "sparse" else 5,
+                        zorder=3 if m == "sparse" else 2)
+            lo.append((mean - std).min())
+            hi.append((mean + std).max())
+        _accuracy_limits(ax, lo, hi)
         ax.set(xscale="log", xlabel="widening factor f", ylabel=f"{metric.split('_')[0]} accuracy (%)",
-               title=metric.replace("_", " "))
-        plain_log_ticks(ax, sorted(study.rows["factor"].unique()))
-        ax.legend()
-    ax = axes[2]  # dense runs all sit at connectivity 1: only the sparse runs (f > 1) make this curve
-    c = curve(study.rows, "sparse", "test_accuracy", x="connectivity")
-    if not c.empty:
-        ax.errorbar(c["connectivity"], 100 * c["mean"], yerr=100 * c["std"].fillna(0), marker="o", capsize=3,
-                    label="sparse")
-    base = ok_runs(study.rows[study.rows["factor"] == 1])["test_accuracy"]
-    if not base.empty:
-        ax.axhline(100 * base.mean(), color="grey", ls="--", label="baseline (f=1)")
-    ax.set(xscale="log", xlabel="connectivity (sparse runs)", ylabel="test accuracy (%)",
-           title="test accuracy vs connectivity")
-    plain_log_ticks(ax, [round(x, 3) for x in c["connectivity"]] if not c.empty else None)
-    ax.legend()
-    fig.suptitle(" · ".join(f"{v}" for v in study.labels.values() if v != "-"))
+               title=metric.replace("_", " ") + " vs widening factor")
+        plain_log_ticks(ax, factors)
+        ax.legend(fontsize=8)
+    if has_sparse:
+        ax = axes[2]  # dense runs all sit at connectivity 1: only the sparse runs (f > 1) make this curve
+        c = curve(study.rows, "sparse", "test_accuracy", x="connectivity")
+        mean, std = 100 * c["mean"], 100 * c["std"].fillna(0)
+        ax.errorbar(c["connectivity"], mean, yerr=std, marker="o", capsize=3, label="sparse wide")
+        base = ok_runs(study.rows[study.rows["factor"] == 1])["test_accuracy"]
+        lo, hi = [(mean - std).min()], [(mean + std).max()]
+        if not base.empty:
+            ax.axhline(100 * base.mean(), color="grey", ls="--", label="dense baseline (f=1, connectivity 1)")
+            lo.append(100 * base.mean())
+            hi.append(100 * base.mean())
+        _accuracy_limits(ax, lo, hi)
+        ax.set(xscale="log", xlabel="connectivity of the sparse runs (kept / dense weights)",
+               ylabel="test accuracy (%)", title="test accuracy vs connectivity")
+        ax.set_xlim(min(c["connectivity"]) / 1.4, 1.0)  # connectivity cannot exceed 1
+        plain_log_ticks(ax, [round(x, 3) for x in c["connectivity"]])
+        ax.legend(fontsize=8)
+    fig.suptitle(describe(study), fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def _accuracy_limits(ax, lo: list[float], hi: list[float]) -> None:
+    """A margin around the data, never below 0% or above 100% (+ room for the markers)."""
+    lo_, hi_ = np.nanmin(lo), np.nanmax(hi)
+    pad = max(1.0, 0.06 * (hi_ - lo_))
+    ax.set_ylim(max(0.0, lo_ - pad), min(100.5, hi_ + pad))
+
+
+def plot_study(study: Study, path: Path) -> Path:
+    return _save(study_figure(study), path)
+
+
+def curves_figure(study: Study, metrics: pd.DataFrame):
+    """Learning curves: test and train accuracy per epoch, mean over seeds, one line per method and
+    factor (colour: factor; line style: method). `metrics`: load_metrics rows of the study's runs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    rows = metrics[metrics["run_id"].isin(ok_runs(study.rows)["run_id"])]
+    factors = sorted(rows["factor"].unique())
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(1, len(factors))))
+    styles = {"sparse": "-", "dense": "--", "linear_bottleneck": ":", "nonlinear_bottleneck": "-."}
+    for metric, ax in zip(("test_accuracy", "train_accuracy"), axes):
+        for (method, factor), g in rows.groupby(["method", "factor"], sort=True):
+            if factor == 1 and method != "dense":
+                continue
+            per_epoch = 100 * g.groupby("epoch")[metric].mean()
+            label = "baseline f=1" if factor == 1 else f"{method} f={factor:g}"
+            ax.plot(per_epoch.index, per_epoch.values, styles.get(method, "-"),
+                    color=colours[factors.index(factor)], lw=2.2 if factor == 1 else 1.3, alpha=0.9, label=label)
+        ax.set(xlabel="epoch", ylabel=f"{metric.split('_')[0]} accuracy (%)", ylim=(0, 100.5),
+               title=f"{metric.split('_')[0]} accuracy per epoch")
+        ax.grid(alpha=0.3)
+    lines = len(axes[1].get_lines())
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if lines <= 14 else 2)
+    fig.suptitle(describe(study).replace("points: mean over", "lines: mean over").split(", error bars")[0],
+                 fontsize=10)
+    return fig
+
+
+def plot_curves(study: Study, metrics: pd.DataFrame, path: Path) -> Path:
+    return _save(curves_figure(study, metrics), path)
 
 
 def plain_log_ticks(ax, ticks: list[float] | None = None) -> None:
-    """Log axes labelled 1, 2, 4 (or 0.25, 0.5) instead of 2x10^0."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # lazy with matplotlib (see _pyplot)
+    """Log axes labelled 1, 2, 4 (or 0.25, 0.5) instead of 2x10^0; labels of ticks closer than a
+    label's width (64 and 79.375) are turned so that they never overlap."""
+    from matplotlib.ticker import (  # lazy with matplotlib (see _pyplot)
+        FuncFormatter,
+        NullFormatter,
+    )
 
     if ticks:
         ax.set_xticks(ticks)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    if ticks and len(ticks) > 1:
+        logs = np.log10(np.asarray(sorted(t for t in ticks if t > 0), dtype=float))
+        left, right = ax.get_xlim()
+        span = max(np.log10(right) - np.log10(left), 1e-9)
+        if np.min(np.diff(logs)) / span < 0.09:  # closer than ~9% of the axis: labels would touch
+            ax.tick_params(axis="x", labelrotation=45)
 
 
 def heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:

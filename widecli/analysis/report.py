@@ -16,7 +16,15 @@ import pandas as pd
 from tabulate import tabulate
 
 from widecli.analysis import plots
-from widecli.analysis.frame import EXEC_COLUMNS, Study, load_frame, ok_runs, short_label, studies
+from widecli.analysis.export import load_metrics
+from widecli.analysis.frame import (
+    EXEC_COLUMNS,
+    Study,
+    load_frame,
+    ok_runs,
+    short_label,
+    studies,
+)
 from widecli.config.schema import RunSpec
 from widecli.errors import StoreError
 from widecli.methods import bottlenecks
@@ -246,8 +254,12 @@ class ReportOutput:
 
 def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot: bool = False,
           fmt: str | None = None, out: str | Path | None = None, recipes: list[str] | None = None,
-          expected: list[RunSpec] | None = None) -> ReportOutput:
-    """Load, compute, and write report.md/report.txt (+ csv/latex when asked) and plots into `out`."""
+          expected: list[RunSpec] | None = None, curves: bool = False) -> ReportOutput:
+    """Load, compute, and write report.md/report.txt (+ csv/latex when asked) and plots into `out`.
+
+    Report files are written only when there is a table to put in them (never an empty file). A
+    report filtered to some recipes and written to the results directory itself (no `out`) is
+    named report-<recipe>[+<recipe>...].md, so it never replaces the report of everything there."""
     if fmt is not None and fmt not in FORMATS:
         raise StoreError(f"--format: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     df = load_frame(results, recipes, expected)
@@ -259,16 +271,25 @@ def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot:
     if runs:
         tables["runs"] = runs_table(df)
         shown["runs"] = display_runs(tables["runs"])
+    stem = "report" if out is not None or not recipes else "report-" + "+".join(sorted(set(recipes)))
     out = Path(out or results)
-    files = write_tables(tables, shown, out, fmt)
+    files = write_tables(tables, shown, out, fmt, stem) if tables else []
     if plot:
         files += [plots.plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
         files += plots.heatmaps(df, out / "plots")
+    if curves:
+        metrics = load_metrics(results, sorted(set(df["recipe"])))
+        files += [plots.plot_curves(s, metrics, out / "plots" / f"{s.name}-curves.png") for s in items]
     return ReportOutput(tables, shown, items, files, df.attrs.get("rejected", []))
 
 
-def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None) -> list[Path]:
-    """report.md and report.txt always; report-<table>.csv / .tex for --format csv / latex."""
+def table1_of(results: str | Path, recipes: list[str]) -> pd.DataFrame:
+    """Table 1 of some recipes' finished runs, nothing written (what a sweep shows at its end)."""
+    return table1(studies(load_frame(results, recipes)))
+
+
+def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None, stem: str = "report") -> list[Path]:
+    """<stem>.md and <stem>.txt always; <stem>-<table>.csv / .tex for --format csv / latex."""
     files = []
     texts = {"md": "", "txt": ""}
     for name, d in shown.items():
@@ -277,11 +298,11 @@ def write_tables(tables: dict, shown: dict, out: Path, fmt: str | None) -> list[
     try:
         out.mkdir(parents=True, exist_ok=True)
         for ext, text in texts.items():
-            store.atomic_write(out / f"report.{ext}", text.encode())
-            files.append(out / f"report.{ext}")
+            store.atomic_write(out / f"{stem}.{ext}", text.encode())
+            files.append(out / f"{stem}.{ext}")
         for name in tables if fmt in ("csv", "latex") else []:
             text = render(tables[name], "csv") if fmt == "csv" else render(shown[name], "latex")
-            path = out / f"report-{name}.{'csv' if fmt == 'csv' else 'tex'}"
+            path = out / f"{stem}-{name}.{'csv' if fmt == 'csv' else 'tex'}"
             store.atomic_write(path, text.encode())
             files.append(path)
     except OSError as e:

@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 import typer.core
@@ -27,6 +27,7 @@ from widecli.config.expand import expand, make_spec
 from widecli.config.load import load_recipe
 from widecli.data.registry import describe
 from widecli.engine import dist
+from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight
@@ -35,6 +36,7 @@ from widecli.execute.run import run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
+from widecli.store import manage
 from widecli.store.lock import break_lease
 from widecli.store.lock import leases as lease_list
 from widecli.store.runs import read_result, run_dir
@@ -58,7 +60,8 @@ class OneLineGroup(typer.core.TyperGroup):
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `widecli`: the help was printed
                 sys.exit(e.exit_code)
             where = e.ctx.command_path if getattr(e, "ctx", None) else "widecli"
-            message = " ".join(e.format_message().split()) + _given(e, sys.argv[1:] if args is None else args)
+            argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+            message = _switch_value(e, argv) or " ".join(e.format_message().split()) + _given(e, argv)
             render.error(f"{where}: {message} (see {where} --help)")
             sys.exit(e.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
@@ -71,6 +74,21 @@ class OneLineGroup(typer.core.TyperGroup):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"no such command {name!r}{hint} (commands: {', '.join(commands)})")
         return super().resolve_command(ctx, args)
+
+
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
+def _switch_value(e, args: list[str]) -> str | None:
+    """`--dry-run true`: Click reads `true` as an extra argument; say that switches take no value."""
+    if "unexpected extra argument" not in e.format_message() or not getattr(e, "ctx", None):
+        return None
+    switches = {o for p in e.ctx.command.params if getattr(p, "is_flag", False) for o in p.opts}
+    for flag, value in zip(args, args[1:]):
+        if flag in switches and value.lower() in BOOL_WORDS:
+            return (f"{flag} is a switch and takes no value (got {value!r}): give {flag} alone to turn it "
+                    f"on, leave it out to keep it off")
+    return None
 
 
 def _given(e, args: list[str]) -> str:
@@ -86,16 +104,37 @@ def _given(e, args: list[str]) -> str:
     return ""
 
 
+def _flag_display(display):
+    """Typer 0.29's rich help shows `<bool>` beside every switch (--help and --install-completion
+    included), as if it took a value; a switch shows nothing there."""
+    def display_type_rich(self, ctx):
+        return "" if getattr(self, "is_flag", False) and self.metavar is None else display(self, ctx)
+    return display_type_rich
+
+
+if hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flag_display(typer.core.TyperOption.display_type_rich)
+
+
 app = typer.Typer(name="widecli", add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   cls=OneLineGroup,
                   help="Ablation studies on wide, sparse networks at a fixed number of weights.")
 _debug = {"on": False}
 
+def Switch(*names: str, help: str, **kw) -> Any:
+    """A boolean option that is on when given and takes no value (no `<bool>` placeholder in --help)."""
+    return typer.Option(False, *names, help=help, metavar="", **kw)
+
+
 SetOpt = typer.Option(None, "--set", help="override a recipe key: dotted.key=value (YAML value); repeatable")
 ResultsOpt = typer.Option(Path("results"), "--results", envvar="WIDECLI_RESULTS", help="results directory")
 DeviceOpt = typer.Option("auto", "--device", envvar="WIDECLI_DEVICE", help="auto | cpu | cuda | cuda:N")
 JobsOpt = typer.Option(1, "--jobs", "-j", envvar="WIDECLI_JOBS", min=1, help="worker processes (local executor)")
-JsonOpt = typer.Option(False, "--json", help="print one machine-readable JSON document on stdout (and nothing else there)")
+ThreadsOpt = typer.Option(
+    None, "--threads", min=1,
+    help="intra-op CPU threads per run; default auto (WIDECLI_THREADS): 1 for small models (a step under "
+         "2e8 multiply-adds), else the cores split over --jobs and never more than other processes leave free")
+JsonOpt = Switch("--json", help="print one machine-readable JSON document on stdout (and nothing else there)")
 
 
 def _show_version(value: bool) -> None:
@@ -105,8 +144,8 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show Python tracebacks on errors"),
-          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+def _root(debug: bool = Switch("--debug", help="show Python tracebacks on errors"),
+          version: bool = Switch("--version", callback=_show_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     _debug["on"] = debug
 
@@ -182,10 +221,12 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
           method: Optional[str] = typer.Option(None, help="sparse | dense | linear_bottleneck | nonlinear_bottleneck"),
           seed: Optional[int] = typer.Option(None, help="seed (default: the recipe's first)"),
           set_: Optional[List[str]] = SetOpt, device: str = DeviceOpt, results: Path = ResultsOpt,
-          force: bool = typer.Option(False, "--force", help="retrain the run even if it is finished"),
+          force: bool = Switch("--force", help="retrain the run even if it is finished"),
           gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
-                                             help="data-parallel over N GPUs (N CPU processes with --device cpu)")) -> None:
+                                             help="data-parallel over N GPUs (N CPU processes with --device cpu)"),
+          threads: Optional[int] = ThreadsOpt) -> None:
     """Train one run of a recipe and write it to the results directory (skipped if already finished)."""
+    threads_mod.configure(threads)
     r = load_recipe(recipe, set_, _run_flags(factor, method, seed, gpus), warn=render.warning)
     spec = make_spec(r, r.widen.factors[0], r.widen.methods[0], r.seeds[0])
     dev = dist.init_from_env(resolve_device(device))  # a torchrun rank joins its group
@@ -225,8 +266,9 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
         render.json_out({"recipe": r.name, "factor": factor, "method": spec.method, "widen_layers": spec.widen_layers,
                          "widenable": widenable_layers(r.model), "layers": layer_table(spec, shape, classes)})
         return
-    title = (f"{r.name}: {r.model.arch} at factor {factor:g} ({spec.method}), widen.layers "
-             f"{spec.widen_layers}, scope {r.sparsity.scope}")
+    layers_ = r.widen.layers if isinstance(r.widen.layers, str) else ",".join(r.widen.layers)
+    at = "factor 1: the dense baseline, nothing widened" if spec.factor == 1 else f"factor {factor:g}, {spec.method}"
+    title = f"{r.name}: {r.model.arch}, widen.layers {layers_}, scope {r.sparsity.scope} ({at})"
     render.layers_table(title, layer_table(spec, shape, classes), widenable_layers(r.model))
 
 
@@ -242,7 +284,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           time_limit: str = typer.Option("4:00:00", "--time", help="slurm: time limit per task, [D-]HH:MM:SS"),
           array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", min=1,
                                                           help="slurm: at most N array tasks at once"),
-          no_wait: bool = typer.Option(False, "--no-wait",
+          no_wait: bool = Switch("--no-wait",
                                        help="slurm: return after submitting; `widecli sweep RECIPE` again re-attaches"),
           slurm_cluster: Optional[str] = typer.Option(
               None, "--slurm-cluster", help="slurm: `local` runs the array tasks as processes here (no SLURM)"),
@@ -250,18 +292,19 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
           num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
                                                    help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
           device: str = DeviceOpt, results: Path = ResultsOpt,
-          force: bool = typer.Option(False, "--force", help="retrain finished runs too"),
-          retry_failed: bool = typer.Option(False, "--retry-failed", help="retrain runs recorded as failed"),
-          fail_fast: bool = typer.Option(False, "--fail-fast",
+          force: bool = Switch("--force", help="retrain finished runs too"),
+          retry_failed: bool = Switch("--retry-failed", help="retrain runs recorded as failed"),
+          fail_fast: bool = Switch("--fail-fast",
                                          help="stop at the first failed run (default: record it and go on)"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
-          as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as one JSON document on stdout"),
-          break_locks: bool = typer.Option(False, "--break-locks",
+          dry_run: bool = Switch("--dry-run", help="print the plan and exit"),
+          as_json: bool = Switch("--json", help="with --dry-run: the plan as one JSON document on stdout"),
+          break_locks: bool = Switch("--break-locks",
                                            help="first remove the leases of runs whose owner is gone (asks)"),
-          yes: bool = typer.Option(False, "--yes", "-y", help="do not ask (--break-locks)"),
+          yes: bool = Switch("--yes", "-y", help="do not ask (--break-locks)"),
           wait_timeout: Optional[float] = typer.Option(
               None, "--wait-timeout", min=0,
-              help="seconds to wait for runs another process leases (default: as long as it renews them)")) -> None:
+              help="seconds to wait for runs another process leases (default: as long as it renews them)"),
+          threads: Optional[int] = ThreadsOpt) -> None:
     """Train every run of a recipe not yet finished (resumable, parallel, safe to run twice at once)."""
     r = load_recipe(recipe, set_, warn=render.warning)
     specs = expand(r)
@@ -290,11 +333,15 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
                             force=force, retry_failed=retry_failed, on_event=progress.on_event,
                             num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options,
-                            fail_fast=fail_fast)
+                            fail_fast=fail_fast, threads=threads)
     if no_wait and executor == "slurm":
         out.print(f"submitted; follow with `widecli sweep {recipe}` (re-attaches) or squeue")
         return
     render.sweep_summary(summary)
+    if summary.ok:  # this sweep's own Table 1 rows; `report` shows every study in the folder
+        out.print(render.table1_compact(report_mod.table1_of(results, [r.name]), out.width or 120))
+        out.print(f"all studies in {results}, with report files: widecli report {results}  "
+                  f"(plots: --plot, learning curves: --curves)")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -336,9 +383,11 @@ def _break_locks(results: Path, recipe: str, yes: bool) -> None:
 @app.command()
 @handled
 def report(results: Path = typer.Argument(Path("results"), help="results directory (any number of recipes)"),
-           table1: bool = typer.Option(False, "--table1", help="the paper's Table 1, one row per study"),
-           runs: bool = typer.Option(False, "--runs", help="mean ± std per recipe x method x factor"),
-           plot: bool = typer.Option(False, "--plot", help="PNG per study: accuracy vs factor / connectivity"),
+           table1: bool = Switch("--table1", help="the paper's Table 1, one row per study"),
+           runs: bool = Switch("--runs", help="mean ± std per recipe x method x factor"),
+           plot: bool = Switch("--plot", help="PNG per study: accuracy vs factor / connectivity"),
+           curves: bool = Switch("--curves", help="PNG per study: test and train accuracy per epoch (learning curves)"),
+           charts: bool = Switch("--charts", help="text bar charts per study in the terminal"),
            fmt: Optional[str] = typer.Option(None, "--format", help="print md | txt | csv | latex (and write csv/tex)"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="where report files go (default: RESULTS)"),
            recipe: Optional[List[str]] = typer.Option(
@@ -353,9 +402,9 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
             expected += expand(r)
         else:
             names.append(item)
-    both = not (table1 or runs or plot)
+    both = not (table1 or runs or plot or curves or charts)
     rep = report_mod.build(results, table1_=table1 or both, runs=runs or both, plot=plot, fmt=fmt,
-                           out=out_dir, recipes=names or None, expected=expected)
+                           out=out_dir, recipes=names or None, expected=expected, curves=curves)
     for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
         render.warning(f"{why} (not counted)")
     if as_json:
@@ -366,14 +415,53 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
         if fmt:
             text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
             typer.echo(text if fmt == "csv" else f"{report_mod.TITLES[name]}\n\n{text}\n")
+        elif name == "table1":  # fits the terminal; the files hold every column
+            out.print(render.table1_compact(rep.tables[name], out.width or 120))
         else:
             out.print(render.table(shown, report_mod.TITLES[name]))
-    if not fmt and (out.width or 0) >= 100:
+    if charts and not fmt:
         for s in rep.studies:
-            chart = render.text_chart(s, min(out.width, 110))
+            chart = render.text_chart(s, min(out.width or 110, 110))
             if chart:
                 out.print(chart, markup=False)
     render.written(rep.files, to_stderr=bool(fmt))
+
+
+@app.command("runs")
+@handled
+def runs_cmd(results: Path = typer.Argument(Path("results"), envvar="WIDECLI_RESULTS", help="results directory"),
+             recipe: Optional[List[str]] = typer.Option(None, "--recipe", help="only this recipe (repeatable)"),
+             status: Optional[List[str]] = typer.Option(
+                 None, "--status", help="ok | diverged | failed | corrupt | partial (repeatable)"),
+             where: Optional[List[str]] = typer.Option(
+                 None, "--where", help="key=value on a runs.csv column, e.g. train.epochs=20 (repeatable)"),
+             run_id: Optional[List[str]] = typer.Option(None, "--id", help="run id or its prefix (repeatable)"),
+             remove: bool = Switch("--remove", help="delete the listed runs (asks first)"),
+             archive: Optional[Path] = typer.Option(
+                 None, "--archive", help="move the listed runs to DIR/<recipe>/<run_id> (asks first)"),
+             yes: bool = Switch("--yes", "-y", help="do not ask"),
+             as_json: bool = JsonOpt) -> None:
+    """List the stored runs (filtered by recipe, status or any spec key), and remove or archive them."""
+    if remove and archive:
+        raise RecipeError("--remove and --archive: choose one (archive keeps the runs elsewhere)")
+    found = manage.select(manage.scan(results, recipe or None), status, manage.parse_where(where or []), run_id)
+    if as_json and not (remove or archive):
+        render.json_out([{"recipe": r.recipe, "run_id": r.run_id, "status": r.status, "path": str(r.path),
+                          "error": r.error, **{k: r.row.get(k) for k in ("factor", "method", "seed",
+                                                                         "test_accuracy", "epochs_run")}}
+                         for r in found])
+        return
+    render.runs_list(results, found)
+    if not (remove or archive) or not found:
+        return
+    verb = "remove" if remove else f"move to {archive}"
+    if not yes and not typer.confirm(f"{verb} these {len(found)} run(s)?"):
+        out.print("nothing changed")
+        return
+    done, skipped = manage.remove(results, found, archive)
+    for r in skipped:
+        render.warning(f"{r.recipe} run {r.run_id} is being trained by a live process; left as it is")
+    out.print(f"{'removed' if remove else f'archived to {archive}'}: {len(done)} run(s); runs.csv rebuilt")
 
 
 @app.command()
@@ -401,8 +489,9 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
            executor: str = typer.Option("local", help="local | ray"),
            address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT"),
            device: str = DeviceOpt, results: Path = ResultsOpt,
-           dry_run: bool = typer.Option(False, "--dry-run", help="print the arms and their run counts, train nothing"),
-           no_reference: bool = typer.Option(False, "--no-reference", help="leave out the recipe's own setting")) -> None:
+           dry_run: bool = Switch("--dry-run", help="print the arms and their run counts, train nothing"),
+           no_reference: bool = Switch("--no-reference", help="leave out the recipe's own setting"),
+           threads: Optional[int] = ThreadsOpt) -> None:
     """Compare widening choices, sparsity rules and methods against the recipe's setting (each arm a sweep)."""
     path = recipe or ablate_mod.default_recipe()
     arms, notes = ablate_mod.arms(path, widen_layers or [], rule or [], method or [], set_ or [],
@@ -417,7 +506,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     preflight.before_training(specs, results, device)
     with render.RunProgress(arms[0].recipe.name, results) as progress:
         summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
-                            on_event=progress.on_event)
+                            on_event=progress.on_event, threads=threads)
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
     per_factor, per_arm = ablate_mod.display(comparison)

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from widecli.analysis.frame import Study, ok_runs
+from widecli.analysis.frame import Study, ok_runs, short_label
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
 from widecli.methods import bottlenecks
@@ -160,8 +162,12 @@ def run_summary(result: dict, path: Path) -> None:
 
 
 class RunProgress:
-    """THE progress component: overall runs done/total with ETA and one bar per training group,
-    driven by the Events of execute.run and execute.sweep (train, sweep and ablate alike)."""
+    """THE progress component: overall progress with ETA and one bar per training group, driven by
+    the Events of execute.run and execute.sweep (train, sweep and ablate alike).
+
+    The overall bar counts training work, not runs (execute.plan.work: epochs x multiply-adds per
+    example), credited epoch by epoch, so its estimate of the time left follows the work left: a
+    1000-epoch group counts ten 100-epoch ones, and the estimate moves within a group."""
 
     def __init__(self, name: str, results: Path, lines: bool | None = None):
         """lines: also print a plain line per epoch interval per group (default: when stdout is not a
@@ -171,17 +177,29 @@ class RunProgress:
         self.every = float(os.environ.get("WIDECLI_LOG_SECONDS", "60"))
         self.started: dict[tuple, float] = {}
         self.last_line: dict[tuple, float] = {}
+        self.work: dict[str, float] = {}      # run_id -> work of the whole run
+        self.credited: dict[str, float] = {}  # run_id -> work counted so far
+        self.runs_done = self.runs_total = 0
 
     def __enter__(self):
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=out,
-                                 transient=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                                 TimeRemainingColumn(), console=out, transient=True)
         self.progress.__enter__()
         self.overall, self.groups = None, {}
         return self
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
+
+    def _credit(self, run_id: str, amount: float) -> None:
+        """Count work of a run towards the overall bar (never more than the run's own work)."""
+        if run_id not in self.work:
+            return
+        total = self.work[run_id]
+        amount = max(0.0, min(amount, total - self.credited.get(run_id, 0.0)))
+        self.credited[run_id] = self.credited.get(run_id, 0.0) + amount
+        if self.overall is not None and amount:
+            self.progress.advance(self.overall, amount)
 
     def on_event(self, e: Event) -> None:
         p, key = self.progress, tuple(r[0] for r in e.runs)
@@ -194,14 +212,20 @@ class RunProgress:
                                 f"{self.results / self.name} (--force retrains)")
             else:
                 p.console.print(f"{self.name}: {e.total} runs to train, {e.skipped} already finished")
-            self.overall = p.add_task("runs", total=e.total, info="")
+            todo = [r.run_id for r in e.planned if r.todo]
+            self.work = {rid: float(e.work.get(rid, 1.0)) or 1.0 for rid in todo}
+            self.runs_total = e.total
+            self.overall = p.add_task(f"runs 0/{e.total}", total=sum(self.work.values()) or None, info="")
         elif e.kind == "start":
             label = ", ".join(f"f={f:g} {m} s{s}" for _, f, m, s in e.runs)
             self.groups[key] = p.add_task(f"  {label[:60]}", total=None, info="")
             self.started[key] = self.last_line[key] = time.monotonic()
         elif e.kind == "epoch" and key in self.groups:
-            info = " ".join(f"test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}" for r in e.rows[:4])
+            info = (f"epoch {e.epoch}/{e.epochs} " +
+                    " ".join(f"test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}" for r in e.rows[:4]))
             p.update(self.groups[key], total=e.epochs, completed=e.epoch, info=info)
+            for rid in key:  # the share of each run's work its epochs so far stand for
+                self._credit(rid, self.work.get(rid, 1.0) * e.epoch / e.epochs - self.credited.get(rid, 0.0))
             if self.lines and self._line_due(key, e):
                 p.console.print(self.epoch_line(e, time.monotonic() - self.started[key]), markup=False)
         elif e.kind == "done":
@@ -209,8 +233,10 @@ class RunProgress:
             colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
             why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
             p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{escape(why)}")
+            self._credit(run_id, float("inf"))  # the rest of its work (stopped early, or trained elsewhere)
+            self.runs_done += 1
             if self.overall is not None:
-                p.advance(self.overall)
+                p.update(self.overall, description=f"runs {self.runs_done}/{self.runs_total}")
             for k in [k for k in self.groups if run_id in k]:
                 p.remove_task(self.groups.pop(k))
         elif e.kind == "note":
@@ -220,9 +246,11 @@ class RunProgress:
             p.console.print(f"waiting for {len(e.runs)} runs another process is training ({who})")
 
     def _line_due(self, key: tuple, e: Event) -> bool:
-        """Epoch 1, every tenth of the epochs, the last, and at least every WIDECLI_LOG_SECONDS."""
+        """Epoch 1, the last, every tenth of the epochs when 5 s have passed since the group's last
+        line, and at least every WIDECLI_LOG_SECONDS (60): a fast group prints two lines."""
         now, step = time.monotonic(), max(1, e.epochs // 10)
-        if e.epoch in (1, e.epochs) or e.epoch % step == 0 or now - self.last_line[key] >= self.every:
+        since = now - self.last_line[key]
+        if e.epoch in (1, e.epochs) or (e.epoch % step == 0 and since >= 5) or since >= self.every:
             self.last_line[key] = now
             return True
         return False
@@ -245,6 +273,24 @@ class RunProgress:
 
 
 # --------------------------------------------------------------------------- sweep
+
+
+def runs_list(results: Path, runs) -> None:
+    """`widecli runs`: one line per stored run."""
+    t = Table(title=f"{results}: {len(runs)} run(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("recipe", "run_id", "status", "factor", "method", "seed", "test acc %", "epochs", "written"):
+        t.add_column(col, no_wrap=True, justify="right" if col in ("factor", "seed", "test acc %", "epochs") else "left")
+    colours = {"ok": "green", "diverged": "yellow", "failed": "red", "corrupt": "red", "partial": "dim"}
+    for r in runs:
+        row = r.row
+        t.add_row(r.recipe, r.run_id, f"[{colours[r.status]}]{r.status}[/]",
+                  "-" if row.get("factor") is None else f"{row['factor']:g}", str(row.get("method", "-")),
+                  str(row.get("seed", "-")), pct(row.get("test_accuracy"))[:-1] if row.get("test_accuracy") is not None
+                  else "-", str(row.get("epochs_run", "-")), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))
+    out.print(t)
+    for r in runs:
+        if r.error:
+            out.print(f"[red]corrupt[/] {r.run_id}: {escape(r.error)}")
 
 
 def leases_table(recipe: str, leases: list[dict]) -> None:
@@ -296,6 +342,88 @@ def sweep_summary(summary: SweepSummary) -> None:
 # --------------------------------------------------------------------------- report
 
 
+ABBREVIATIONS = {"epochs": "ep", "normalize": "norm", "scope": "scope", "batch_size": "bs", "weight_decay": "wd",
+                 "parameterization": "param", "granularity": "gran", "optimizer": "opt", "schedule": "sched"}
+# Columns a narrow terminal drops first (the files keep them all).
+OPTIONAL = ("lin. bottl.", "nonlin. bottl.", "note", "model", "rule", "widened")
+
+
+def _pm(mean, std, digits: int = 2) -> str:
+    if mean is None or pd.isna(mean):
+        return "-"
+    return f"{100 * mean:.{digits}f}" + ("" if pd.isna(std) else f"±{100 * std:.{digits}f}")
+
+
+def table1_compact(t: pd.DataFrame, width: int) -> Table | Text:
+    """Table 1 for a terminal of `width` columns: one line per study (the recipe and the settings
+    that vary within it, abbreviated), short column names; numbers never wrap or shrink (text
+    columns end in … instead), and the optional columns go first when even that is too wide.
+    The report files keep the full table."""
+    settings = [c for c in t.columns if "." in c]
+    varying = {rec: [c for c in settings if g[c].map(str).nunique() > 1] for rec, g in t.groupby("recipe")}
+    rows = []
+    for _, r in t.iterrows():
+        extra = " ".join(f"{ABBREVIATIONS.get(c.split('.')[-1], c.split('.')[-1])}={short(r[c])}"
+                         for c in varying[r["recipe"]] if str(r[c]) not in ("-", "nan", "None"))
+        row = {"study": f"{r['recipe']} {extra}".strip(), "model": r.get("model", "-"),
+               "widened": r.get("widened", "-"), "rule": r.get("rule", "-"),
+               "base %": _pm(r["baseline"], r["baseline_std"]),
+               "sparse % (f, conn.)": "-" if pd.isna(r["sparse"]) else
+               f"{_pm(r['sparse'], r.get('sparse_std'))} (f{r['sparse_factor']:g}, {r['sparse_connectivity']:.2g})",
+               "dense % (f)": "-" if pd.isna(r["dense"]) else f"{_pm(r['dense'], r.get('dense_std'))} "
+                                                                   f"(f{r['dense_factor']:g})",
+               "fraction": "-" if pd.isna(r["fraction"]) else
+               f"{r['fraction']:.2f}" + ("" if pd.isna(r["fraction_std"]) else f"±{r['fraction_std']:.2f}")}
+        for m, name in (("linear_bottleneck", "lin. bottl."), ("nonlinear_bottleneck", "nonlin. bottl.")):
+            if m in t:
+                row[name] = "-" if pd.isna(r[m]) else f"{_pm(r[m], r[f'{m}_std'], 1)} (f{r[f'{m}_factor']:g})"
+        row["note"] = r.get("note") or "-"
+        rows.append(row)
+    d = pd.DataFrame(rows)
+    d = d[[c for c in d.columns if c in ("study", "base %", "fraction") or (d[c] != "-").any()]]
+    full = {c: int(max(d[c].map(len).max(), len(c))) for c in d.columns}
+    text = ("study", "model", "note")
+
+    def fixed(cols) -> int:  # every column but the study at full width (note and model at most 24)
+        return sum(min(full[c], 24) if c in text else full[c] for c in cols if c != "study") + 3 * len(cols)
+    cols = list(d.columns)
+    for c in OPTIONAL:
+        if fixed(cols) + 16 <= width:
+            break
+        if c in cols:
+            cols.remove(c)
+    if fixed(cols) + 12 > width:  # too narrow for columns: one block per study, wrapped between fields
+        blocks = [f"{r['study']}\n  " + "; ".join(f"{c} {r[c]}" for c in cols if c != "study") for _, r in d.iterrows()]
+        return Text("Table 1 (test accuracy in %, mean±std over seeds)\n" + "\n".join(blocks))
+    tab = Table(title=f"Table 1: {len(d)} studies; test accuracy in %, mean±std over seeds (all columns: the "
+                      f"report files)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                show_edge=False)
+    widths = {c: max(8, min(full[c], width - fixed(cols))) if c == "study" else min(full[c], 24) if c in text
+              else full[c] for c in cols}
+    for c in cols:
+        tab.add_column(c, no_wrap=True, overflow="ellipsis", width=widths[c], justify="left" if c in text else "right")
+    for _, r in d.iterrows():
+        tab.add_row(*[escape(fit_words(str(r[c]), widths[c]) if c in text else str(r[c])) for c in cols])
+    return tab
+
+
+def fit_words(s: str, width: int) -> str:
+    """`s` cut to `width` at a space (a trailing … says so), never inside a word or a number."""
+    if len(s) <= width:
+        return s
+    words, kept = s.split(" "), ""
+    for w in words:
+        if len(kept) + len(w) + (1 if kept else 0) > width - 1:
+            break
+        kept += (" " if kept else "") + w
+    return (kept or s[: width - 1].rsplit(" ", 1)[0][: width - 1]) + "…"
+
+
+def short(v) -> str:
+    s = short_label(v)
+    return s if len(s) <= 14 else s[:13] + "…"
+
+
 def text_chart(study: Study, width: int = 60) -> str:
     """Accuracy vs factor as text bars per method (scaled between the lowest and highest mean)."""
     ok = ok_runs(study.rows)
@@ -306,7 +434,7 @@ def text_chart(study: Study, width: int = 60) -> str:
     lo, hi = float(means.min()), float(means.max())
     span = max(hi - lo, 1e-9)
     bar_w = max(10, width - 34)
-    lines = [f"{study.name}: test accuracy vs widening factor (bars span {100 * lo:.1f}%..{100 * hi:.1f}%)"]
+    lines = [f"{study.name}: test accuracy vs widening factor (bars span {100 * lo:.2f}%..{100 * hi:.2f}%)"]
     order = [("dense", 1.0)] + [(m, f) for m in ("sparse", "dense", *bottlenecks())
                                 for f in sorted(ok["factor"].unique()) if f > 1]
     for method, f in order:
@@ -316,7 +444,7 @@ def text_chart(study: Study, width: int = 60) -> str:
         n = 1 + round((m - lo) / span * (bar_w - 1))
         tag = "baseline" if f == 1 else method
         mark = "" if f == 1 or pd.isna(base) else (" ▲" if m > base else " ▼")
-        lines.append(f"{tag:>20} f={f:<5g} {'█' * n:<{bar_w}} {100 * m:5.1f}%{mark}")
+        lines.append(f"{tag:>20} f={f:<5g} {'█' * n:<{bar_w}} {100 * m:6.2f}%{mark}")
     return "\n".join(lines)
 
 

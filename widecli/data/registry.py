@@ -34,7 +34,10 @@ def _mnist1d(cfg) -> Arrays:
     if cache.exists():
         z = np.load(cache)
         return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
-    from mnist1d.data import get_dataset_args, make_dataset  # lazy: only this loader needs it
+    from mnist1d.data import (  # lazy: only this loader needs it
+        get_dataset_args,
+        make_dataset,
+    )
 
     d = make_dataset(get_dataset_args())
     arrays = (d["x"].astype(np.float32), d["y"].astype(np.int64),
@@ -99,19 +102,42 @@ def _cache(path: Path, arrays: Arrays) -> None:
         pass
 
 
-def _torchvision(cls_name: str, how_to_get: str) -> Callable:
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def layout(cls_name: str, root: Path) -> str:
+    """Which files to copy where, for a machine without internet access."""
+    if cls_name in ("MNIST", "FashionMNIST", "KMNIST"):
+        return f"copy {', '.join(MNIST_FILES)} (or their .gz) into {root / cls_name / 'raw'}/"
+    if cls_name in ("CIFAR10", "CIFAR100"):
+        folder, train, test = CIFAR[cls_name.lower()][1:4]
+        return f"copy the extracted {folder}/ folder ({', '.join(train + test)}) into {root}/"
+    if cls_name == "SVHN":
+        return f"copy {SVHN_FILES['train']} and {SVHN_FILES['test']} into {root}/"
+    return f"copy the files into {root}/"
+
+
+def how_to_get(cls_name: str, root: Path, download: bool) -> str:
+    """The hint for missing files: what the user can still do, given data.download."""
+    if download:
+        return f"the download failed or is impossible here (no internet access?); {layout(cls_name, root)}"
+    return f"set data.download: true on a machine with internet access, or {layout(cls_name, root)}"
+
+
+def _torchvision(cls_name: str) -> Callable:
     def load(cfg) -> Arrays:
         import torchvision  # lazy: ~1 s to import, paid only by the data sets it reads
 
         cls = getattr(torchvision.datasets, cls_name)
         root = _root(cfg)
+        hint = how_to_get(cls_name, root, cfg.download)
         try:
             train = cls(str(root), train=True, download=cfg.download)
             test = cls(str(root), train=False, download=cfg.download)
         except RuntimeError as e:
             if "not found" in str(e).lower() or "corrupted" in str(e).lower():
-                hint = "set data.download: true" if not cfg.download else how_to_get
-                raise DataError(f"data.root: {cls_name} not found under {root} ({hint})") from None
+                raise DataError(f"data.root: {cls_name} not found under {root}; {hint}") from None
             first = str(e).splitlines()[0].rstrip(":")
             bad = _bad_idx(root / cls_name / "raw")
             if bad:
@@ -119,12 +145,12 @@ def _torchvision(cls_name: str, how_to_get: str) -> Callable:
                                 f"it again, or copy a good one there") from None
             if "download" in first.lower():
                 raise DataError(f"data.root: {cls_name} is not under {root} and the download failed "
-                                f"({first}; no internet access?); {how_to_get}") from None
+                                f"({first}); {layout(cls_name, root)}") from None
             raise DataError(f"data.root: cannot read {cls_name} under {root}: {first}") from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"data.root: cannot download or read {cls_name} under {root}: "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                            f"({how_to_get})") from None
+                            f"({hint})") from None
         def arrays(ds):
             return ds.data.numpy().astype(np.float32)[:, None] / 255.0, ds.targets.numpy().astype(np.int64)
         return (*arrays(train), *arrays(test))
@@ -160,8 +186,7 @@ def _fetch(cfg, cls_name: str, missing: list[Path], splits: list[dict]) -> None:
     if not missing:
         return
     if not cfg.download:
-        raise DataError(f"data.root: {cls_name} file {missing[0]} not found (set data.download: true "
-                        f"with internet access, or copy the files there)")
+        raise DataError(f"data.root: {cls_name} file {missing[0]} not found; {how_to_get(cls_name, root, False)}")
     import torchvision  # lazy: ~1 s to import, paid only by a download
 
     try:
@@ -169,7 +194,8 @@ def _fetch(cfg, cls_name: str, missing: list[Path], splits: list[dict]) -> None:
             getattr(torchvision.datasets, cls_name)(str(root), download=True, **split_kw)
     except (RuntimeError, OSError, ValueError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"data.root: cannot download {cls_name} into {root}: {msg} ({_TV_HINT})") from None
+        raise DataError(f"data.root: cannot download {cls_name} into {root}: {msg}; "
+                        f"{how_to_get(cls_name, root, True)}") from None
 
 
 def _cifar(name: str) -> Callable:
@@ -266,14 +292,13 @@ def _image_folder(cfg) -> Arrays:
     return stream.arrays(cfg)
 
 
-_TV_HINT = "with internet access, run once with data.download: true, or copy the files there"
 _BUILTIN: dict[str, Callable[..., Arrays]] = {
     "mnist1d": _mnist1d,
     "digits": _digits,
     "mnist5k": _mnist5k,
-    "mnist": _torchvision("MNIST", _TV_HINT),
-    "fashion_mnist": _torchvision("FashionMNIST", _TV_HINT),
-    "kmnist": _torchvision("KMNIST", _TV_HINT),
+    "mnist": _torchvision("MNIST"),
+    "fashion_mnist": _torchvision("FashionMNIST"),
+    "kmnist": _torchvision("KMNIST"),
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
     "svhn": _svhn,

@@ -21,10 +21,18 @@ import torch
 from widecli.data.resident import ResidentBatches
 from widecli.data.stream import StreamBatches, StreamDataset
 from widecli.engine import dist as dist_mod
+from widecli.engine import threads
 from widecli.engine.checkpoint import Checkpoint
 from widecli.engine.device import autocast, environment
 from widecli.engine.evaluate import evaluate
-from widecli.engine.steps import AutogradStep, FusedStep, Stack, fused_usable, lr_at, make_optimizer
+from widecli.engine.steps import (
+    AutogradStep,
+    FusedStep,
+    Stack,
+    fused_usable,
+    lr_at,
+    make_optimizer,
+)
 from widecli.methods import build
 from widecli.models.layout import is_stacked
 from widecli.sparsity import csr
@@ -170,6 +178,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
         torch.cuda.reset_peak_memory_stats(device)
     built = build(specs, data.input_shape, data.num_classes, device)
     model = built.model
+    _, threads_rule = threads.apply(specs, data.input_shape, data.num_classes, device)
     stack = Stack(k, any(is_stacked(m) for m in model.modules()))
     if k > 1 and not stack.stacked:
         raise ValueError(f"{spec.model.arch} cannot train stacked runs")
@@ -209,7 +218,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
                  "best_test_accuracy": max(r["test_accuracy"] for r in rows),
                  "epochs_run": len(rows), "diverged_at_epoch": state.diverged_at[j],
                  "wall_time_s": wall / k, "stacked_with": k, "backend": "sparse" if sparse else "dense",
-                 "sparse_layers": ",".join(sparse), "fused_step": fused, **env}
+                 "sparse_layers": ",".join(sparse), "fused_step": fused, **env, "threads_rule": threads_rule}
         outcomes.append(Outcome(s, "ok" if state.alive[j] else "diverged", rows, final,
                                 stack.slice_state(model, j), stack.slice_masks(built.masks, j)))
     return outcomes

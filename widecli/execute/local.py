@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from widecli.engine import threads as threads_mod
 from widecli.execute.run import Context, GroupReport, run_group
 
 
@@ -34,8 +35,8 @@ def execute(groups: list[list], ctx: Context) -> Iterator[tuple[list, GroupRepor
 _worker: dict = {}
 
 
-def _init_worker(threads: int, devices, events, parent: int) -> None:
-    torch.set_num_threads(threads)
+def _init_worker(threads: int | None, jobs: int, devices, events, parent: int) -> None:
+    threads_mod.configure(threads, jobs)  # each group picks its threads (engine.threads)
     _worker.update(device=torch.device(devices.get()), events=events, busy=False)
     # Ctrl-C reaches the whole process group: only the driver handles it and stops us by SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -81,9 +82,8 @@ def _pool(groups: list[list], ctx: Context) -> Iterator[tuple[list, GroupReport]
     for d in worker_devices(ctx.device, ctx.requested_device, workers,
                             max(s.train.gpus for g in groups for s in g)):
         devices.put(d)
-    threads = max(1, (os.cpu_count() or 1) // ctx.jobs)
     pool = ProcessPoolExecutor(workers, mp_context=mpc, initializer=_init_worker,
-                               initargs=(threads, devices, events, os.getpid()))
+                               initargs=(ctx.threads, ctx.jobs, devices, events, os.getpid()))
     futures = {pool.submit(_worker_task, g, str(ctx.results), ctx.force, ctx.retry_failed): g for g in groups}
     try:
         pending = set(futures)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from widecli.data.registry import describe
+from widecli.engine import threads
 from widecli.errors import WidecliError
 from widecli.methods import plan_weights
 from widecli.models.registry import arch
@@ -56,6 +57,27 @@ def plan_runs(specs: list, results: str | Path, force: bool = False, retry_faile
         seen.add(spec.run_id)
         status, error = run_status(results, spec)
         out.append(PlannedRun(spec, spec.run_id, status, is_todo(status, force, retry_failed), error))
+    return out
+
+
+def work(specs: list) -> dict[str, float]:
+    """run_id -> the run's training work in multiply-adds per training example, all epochs
+    (epochs x forward MACs of one example): what progress estimates the time left from, so that a
+    1000-epoch group weighs 10x a 100-epoch one and a wide model more than a narrow one."""
+    shapes: dict[str, tuple] = {}
+    per_example: dict[str, float] = {}
+    out = {}
+    for s in specs:
+        key = s.stack_key()
+        if key not in per_example:
+            data = s.data.model_dump_json()
+            try:
+                if data not in shapes:
+                    shapes[data] = describe(s.data)
+                per_example[key] = threads.step_macs([s], *shapes[data]) / s.train.batch_size
+            except WidecliError:  # data not readable here (a worker reports why): weigh by epochs alone
+                per_example[key] = 1.0
+        out[s.run_id] = s.train.epochs * per_example[key]
     return out
 
 

@@ -24,11 +24,22 @@ import torch
 from widecli import __version__
 from widecli.config.schema import RunSpec
 from widecli.data.registry import describe
+from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import SweepError, WidecliError
 from widecli.execute import preflight
-from widecli.execute.run import Context, Event, GroupReport, claim, dataset, label, state_of, train_group
-from widecli.store import lock, runs as store
+from widecli.execute.run import (
+    Context,
+    Event,
+    GroupReport,
+    claim,
+    dataset,
+    label,
+    state_of,
+    train_group,
+)
+from widecli.store import lock
+from widecli.store import runs as store
 
 VERSIONS = {"widecli": __version__, "torch": torch.__version__}
 
@@ -48,13 +59,14 @@ def shared_checkpoint_dir(results: str, spec: RunSpec) -> Path | None:
         return None
 
 
-def _task(spec_dicts: list[dict], device: str, threads: int, results: str, driver: dict) -> dict:
+def _task(spec_dicts: list[dict], device: str, threads: int, results: str, driver: dict,
+          requested: int | None = None) -> dict:
     """A Ray task: check the worker, train a group, return everything the driver needs to write it."""
     if driver != VERSIONS:
         raise WorkerMismatch(f"a Ray worker runs widecli {VERSIONS['widecli']} with torch {VERSIONS['torch']} "
                              f"but the driver widecli {driver['widecli']} with torch {driver['torch']}; install "
                              f"the same versions on every node (or pass them in a Ray runtime_env)")
-    torch.set_num_threads(threads)
+    threads_mod.configure(requested, 1, cap=threads)  # within the task's num_cpus
     dev = resolve_device(device)
     specs = [RunSpec.model_validate(d) for d in spec_dicts]
     preflight.memory(specs, dev)  # on the worker's own device and memory
@@ -122,7 +134,8 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
             opts = {"num_cpus": num_cpus, "max_retries": 1, "memory": _memory(mine),
                     "num_gpus": max(num_gpus, mine[0].train.gpus) if num_gpus else 0}
             ref = task.options(**opts).remote([s.model_dump(mode="json") for s in mine], device,
-                                              max(1, int(num_cpus)), str(ctx.results.resolve()), VERSIONS)
+                                              max(1, int(num_cpus)), str(ctx.results.resolve()), VERSIONS,
+                                              ctx.threads)
             inflight[ref] = (group, mine, locks, GroupReport(busy=busy, elsewhere=elsewhere))
             ctx.emit(Event("start", [label(s) for s in mine]))
         while inflight:

@@ -25,7 +25,8 @@ from widecli.errors import StoreError, SweepError
 from widecli.execute import ddp
 from widecli.execute.plan import is_todo, run_status
 from widecli.methods import WeightPlan, build_model, plan_weights
-from widecli.store import lock, runs as store
+from widecli.store import lock
+from widecli.store import runs as store
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Event:
     status: str | None = None   # done: ok | diverged | failed | elsewhere
     error: str | None = None
     holders: list[dict] = field(default_factory=list)  # wait: the leases (host, pid, renewed) waited for
+    work: dict = field(default_factory=dict)  # plan: run_id -> training work (execute.plan.work) of runs to train
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Context:
     num_cpus: float | None = None
     num_gpus: float | None = None
     options: dict = field(default_factory=dict)   # executor-specific (slurm: partition, time, ...)
+    threads: int | None = None    # --threads per run; None: auto (engine.threads)
 
 
 def label(s: RunSpec) -> tuple:

@@ -17,16 +17,17 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from widecli.config.schema import RunSpec
+from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
 from widecli.execute import local, ray, slurm
-from widecli.execute.plan import plan_runs, stack_groups
+from widecli.execute.plan import plan_runs, stack_groups, work
 from widecli.execute.run import Context, Event, GroupReport, label, wait_unlocked
 from widecli.registry import Registry
 from widecli.store import runs as store
 
 # Columns of runs.csv that measure the machine, not the computation (ignored when comparing sweeps).
-TIMING_COLUMNS = ("wall_time_s", "seconds", "peak_memory_bytes", "threads")
+TIMING_COLUMNS = ("wall_time_s", "seconds", "peak_memory_bytes", "threads", "threads_rule")
 
 Executor = Callable[[list[list[RunSpec]], Context], Iterator[tuple[list[RunSpec], GroupReport]]]
 EXECUTORS: Registry[Executor] = Registry("executors", "--executor")
@@ -70,7 +71,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
           num_cpus: float | None = None, num_gpus: float | None = None,
           wait_timeout: float | None = None, options: dict | None = None,
-          fail_fast: bool = False) -> SweepSummary:
+          fail_fast: bool = False, threads: int | None = None) -> SweepSummary:
     """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each.
 
     options: executor-specific settings (slurm: partition, gpus_per_run, time_min, array_parallelism,
@@ -84,11 +85,12 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
         raise SweepError(f"--jobs: got {jobs}; must be >= 1")
     emit = on_event or (lambda e: None)
     ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
-                  address, num_cpus, num_gpus, options or {})
+                  address, num_cpus, num_gpus, options or {}, threads)
+    threads_mod.configure(threads, jobs if executor == "local" else 1)
     planned = plan_runs(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
     summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
-    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned))
+    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=work(todo)))
     recipes = sorted({s.recipe for s in specs})
     pending = todo
     while pending:

@@ -14,7 +14,6 @@ import math
 from widecli.errors import BudgetError
 from widecli.registry import Registry
 
-
 # --------------------------------------------------------------------------- allocation
 
 

@@ -1,0 +1,239 @@
+"""What a researcher reads (issue 21): reports that never write an empty file, Table 1 that fits the
+terminal without splitting a number, one unit for accuracies, plain progress lines when stdout is
+not a terminal, an estimate of the time left that follows the work left, switches without values,
+`widecli runs`, and the layers title."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from widecli.analysis.frame import load_frame, studies
+from widecli.analysis.report import display_table1, table1
+from widecli.cli import render
+from widecli.cli.app import app
+from widecli.execute.plan import PlannedRun
+from widecli.execute.run import Event
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = ROOT / "results" / "studies"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def committed_table1():
+    return table1(studies(load_frame(STUDIES)))
+
+
+# ---------------------------------------------------------------- report files
+
+
+def test_plots_only_never_write_an_empty_report_over_an_existing_one(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the committed report\n")
+    r = invoke("report", STUDIES, "--recipe", "digits_cnn", "--plot", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "report.md").read_text() == "the committed report\n"
+    assert not (out / "report.txt").exists()
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["digits_cnn-all-leveling.png",
+                                                                 "digits_cnn-all-proportional.png"]
+
+
+def test_a_filtered_report_in_the_results_folder_does_not_replace_the_full_one(tmp_path, run_stored, make_recipe):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(STUDIES / "digits_cnn", results / "digits_cnn")
+    shutil.copytree(STUDIES / "mnist1d_mlp", results / "mnist1d_mlp")
+    assert invoke("report", results, "--table1").exit_code == 0
+    full = (results / "report.md").read_text()
+    assert "digits_cnn" in full and "mnist1d_mlp" in full
+    r = invoke("report", results, "--table1", "--recipe", "digits_cnn")
+    assert r.exit_code == 0, r.output
+    assert (results / "report.md").read_text() == full
+    only = (results / "report-digits_cnn.md").read_text()
+    assert "digits_cnn" in only and "mnist1d_mlp" not in only and only.strip()
+
+
+def test_curves_write_a_learning_curve_per_study(tmp_path):
+    r = invoke("report", STUDIES, "--recipe", "digits_cnn", "--curves", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "digits_cnn-all-leveling-curves.png", "digits_cnn-all-proportional-curves.png"]
+
+
+def test_table1_flag_prints_table1_only(tmp_path):
+    r = invoke("report", STUDIES, "--table1", "--out", tmp_path)
+    assert r.exit_code == 0
+    assert "Table 1" in r.output and "Runs:" not in r.output and "█" not in r.output  # no charts
+    r = invoke("report", STUDIES, "--recipe", "digits_cnn", "--charts", "--out", tmp_path)
+    assert "█" in r.output
+
+
+# ---------------------------------------------------------------- terminal Table 1
+
+
+@pytest.mark.parametrize("width", [120, 100])
+def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_table1, width):
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(render.table1_compact(committed_table1, width))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert len(lines) <= len(committed_table1) + 6  # one line per study
+    # Every baseline of the full table appears whole (mean±std, two decimals) in the terminal.
+    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
+        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
+    assert not re.search(r"\d…|…\d", text), "a number was cut"
+
+
+@pytest.mark.parametrize("width", [80, 50])
+def test_a_narrow_terminal_gets_one_block_per_study(committed_table1, width):
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(render.table1_compact(committed_table1, width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert not re.search(r"\d…|…\d", text)
+    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
+        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
+
+
+def test_report_files_keep_the_full_table(committed_table1):
+    d = display_table1(committed_table1)
+    assert {"baseline", "best sparse wide (f, connectivity)", "dense wide", "fraction", "note"} <= set(d.columns)
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_accuracies_are_percent_with_two_decimals_everywhere(make_recipe, tmp_path):
+    recipe = make_recipe({"widen": {"factors": [1]}})
+    r = invoke("train", recipe, "--results", tmp_path, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    [trained] = re.findall(r"test accuracy (\d+\.\d\d)%", r.output)
+    r = invoke("sweep", recipe, "--results", tmp_path, "--device", "cpu", "--force")
+    assert r.exit_code == 0, r.output
+    assert "test acc %" in r.output and trained in r.output  # the sweep's table, same run, same figure
+    r = invoke("report", tmp_path, "--runs", "--format", "md")
+    assert f"{trained}" in r.output and "test acc %" in r.output
+    assert not re.search(r"\b0\.\d{4}\b", r.output.split("Runs:")[-1].split("|")[-3])  # no fractions
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _event(kind, runs=(("a", 2.0, "sparse", 0), ("b", 2.0, "sparse", 1)), **kw):
+    return Event(kind, list(runs), **kw)
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, width=200, force_terminal=False))
+    rows = [{"test_accuracy": 0.5512, "train_accuracy": 0.61}, {"test_accuracy": 0.5, "train_accuracy": 0.6}]
+    with render.RunProgress("tiny", Path("results")) as p:
+        assert p.lines
+        p.on_event(_event("start"))
+        for epoch in range(1, 101):
+            p.on_event(_event("epoch", epoch=epoch, epochs=100, rows=rows))
+    lines = [line for line in buf.getvalue().splitlines() if "epoch" in line]
+    assert lines[0].startswith("f=2 sparse · epoch 1/100 · test s0 55.12% s1 50.00% · train s0 61.00% s1 60.00%")
+    assert lines[-1].startswith("f=2 sparse · epoch 100/100") and "elapsed" in lines[-1] and "left" in lines[-1]
+    assert len(lines) == 2  # a fast group: its first and last epoch (more only every 5 s / 60 s)
+
+
+def test_no_plain_lines_in_a_terminal(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(file=buf, width=120, force_terminal=True))
+    with render.RunProgress("tiny", Path("results")) as p:
+        assert not p.lines
+
+
+def test_overall_progress_counts_work_not_runs(monkeypatch):
+    monkeypatch.setattr(render, "out", Console(file=io.StringIO(), width=120))
+    long_, short = ("a", 2.0, "sparse", 0), ("b", 2.0, "dense", 0)
+    planned = [PlannedRun(None, "a", "new", True), PlannedRun(None, "b", "new", True)]
+    with render.RunProgress("tiny", Path("results")) as p:
+        p.on_event(Event("plan", total=2, planned=planned, work={"a": 1000.0, "b": 100.0}))
+        task = p.progress.tasks[0]
+        assert task.total == 1100
+        p.on_event(_event("start", [short]))
+        p.on_event(_event("epoch", [short], epoch=100, epochs=100, rows=[{"test_accuracy": 0.1, "train_accuracy": 0.1}]))
+        p.on_event(_event("done", [short], status="ok"))
+        assert task.completed == 100  # one of two runs done, but a tenth of the work
+        p.on_event(_event("start", [long_]))
+        p.on_event(_event("epoch", [long_], epoch=500, epochs=1000, rows=[{"test_accuracy": 0.1, "train_accuracy": 0.1}]))
+        assert task.completed == 600
+        p.on_event(_event("done", [long_], status="diverged"))  # stopped early: the rest of its work
+        assert task.completed == 1100 and task.description == "runs 2/2"
+
+
+def test_sweep_work_weighs_epochs_and_width(make_recipe):
+    from widecli.config.expand import expand
+    from widecli.config.load import load_recipe
+    from widecli.execute.plan import work
+
+    specs = expand(load_recipe(make_recipe({"widen": {"factors": [1, 4], "methods": ["dense"]}})))
+    w = work(specs)
+    base, wide = (w[s.run_id] for s in sorted(specs, key=lambda s: s.factor))
+    assert wide == pytest.approx(base * (40 * 64 + 64 * 10) / (40 * 16 + 16 * 10))
+    longer = expand(load_recipe(make_recipe({"widen": {"factors": [1]}, "train": {"epochs": 20}})))
+    assert work(longer)[longer[0].run_id] == pytest.approx(10 * base)  # 20 epochs vs 2
+
+
+# ---------------------------------------------------------------- flags, layers, runs
+
+
+def test_switches_show_no_value_placeholder_and_refuse_a_value(tmp_path):
+    r = invoke("sweep", "--help")
+    assert "<bool>" not in r.output and "--dry-run" in r.output
+    r = invoke("sweep", ROOT / "recipes" / "quickstart.yaml", "--dry-run", "true")
+    assert r.exit_code == 2
+    assert "--dry-run is a switch and takes no value (got 'true')" in r.stderr
+
+
+def test_layers_title_says_what_the_recipe_widens():
+    r = invoke("layers", ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml", "--json")
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["layers", str(ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml")],
+                      terminal_width=200)
+    title = " ".join(r.output.split("┏")[0].split())
+    assert "widen.layers all" in title and "factor 1: the dense baseline" in title
+    r = runner.invoke(app, ["layers", str(ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml"), "--factor", "2"],
+                      terminal_width=200)
+    assert "widen.layers all" in r.output and "factor 2, sparse" in r.output
+
+
+def test_runs_lists_filters_and_removes_a_one_off(make_recipe, tmp_path):
+    recipe = make_recipe({"widen": {"factors": [1]}})
+    for extra in ([], ["--set", "train.epochs=3"]):
+        assert invoke("train", recipe, "--results", tmp_path, "--device", "cpu", *extra).exit_code == 0
+    r = invoke("runs", tmp_path, "--json")
+    assert r.exit_code == 0 and r.output.count('"run_id"') == 2
+    r = invoke("runs", tmp_path, "--where", "train.epochs=3", "--remove", "--yes")
+    assert r.exit_code == 0 and "removed: 1 run(s)" in r.output, r.output
+    r = invoke("runs", tmp_path, "--json")
+    assert r.output.count('"run_id"') == 1 and '"epochs_run": 2' in r.output
+    import pandas as pd
+    assert len(pd.read_csv(tmp_path / "tiny" / "runs.csv")) == 1  # the index follows
+    r = invoke("runs", tmp_path, "--archive", tmp_path / "attic", "--yes")
+    assert r.exit_code == 0 and len(list((tmp_path / "attic" / "tiny").iterdir())) == 1
+    r = invoke("runs", tmp_path, "--status", "wrong")
+    assert r.exit_code == 2 and "--status: unknown status 'wrong'" in r.stderr
+
+
+def test_runs_asks_before_removing(make_recipe, tmp_path):
+    recipe = make_recipe({"widen": {"factors": [1]}})
+    assert invoke("train", recipe, "--results", tmp_path, "--device", "cpu").exit_code == 0
+    r = runner.invoke(app, ["runs", str(tmp_path), "--remove"], input="n\n")
+    assert r.exit_code == 0 and "nothing changed" in r.output
+    assert invoke("runs", tmp_path, "--json").output.count('"run_id"') == 1
