@@ -91,12 +91,12 @@ def mlp_train_flops(sizes: list[int], n: int) -> float:
     return 2.0 * n * (2 * macs[0] + 3 * sum(macs[1:]))
 
 
-def header(title: str) -> None:
-    print(f"# {title}")
+def header(title: str, out: Callable[[str], None] = print) -> None:
+    out(f"# {title}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f} on "
-          f"{os.cpu_count()} cores, "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    out(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f} on "
+        f"{os.cpu_count()} cores, "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
 
 
 def best_epoch(metrics: list[dict]) -> float:
@@ -112,3 +112,25 @@ def train_time(specs, data, device="cpu") -> tuple[float, list]:
 
     outcomes = fit(specs, data, torch.device(device))
     return best_epoch(outcomes[0].metrics), outcomes
+
+
+def solo_vs_stacked(specs, data, repeats: int) -> tuple[dict[str, float], float, float]:
+    """(best seconds per epoch of all runs: {"solo", "stacked"}, mean test accuracy solo, stacked) of
+    K runs trained one by one and as one stacked model, interleaved."""
+    accs: dict[str, list[float]] = {"solo": [], "stacked": []}
+
+    def solo():
+        total = 0.0
+        for s in specs:
+            t, [o] = train_time([s], data)
+            total += t
+            accs["solo"].append(o.final["test_accuracy"])
+        return total
+
+    def stacked():
+        t, outs = train_time(specs, data)
+        assert outs[0].final["stacked_with"] == len(specs), "stacking did not happen"
+        accs["stacked"] += [o.final["test_accuracy"] for o in outs]
+        return t
+    times = interleaved({"solo": solo, "stacked": stacked}, repeats)
+    return times, sum(accs["solo"]) / len(accs["solo"]), sum(accs["stacked"]) / len(accs["stacked"])

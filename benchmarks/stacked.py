@@ -1,8 +1,7 @@
 """K seeds trained as one stacked model (batched matmuls) vs the same K runs one by one.
 
 Both sides use widecli's trainer; the stacked runs equal the solo runs within float tolerance
-(tests/engine/test_stacked.py), so the accuracies printed must match. Convnets are not stacked: a
-torch.func.vmap / grouped-conv variant was not measured (see the README's performance section).
+(tests/engine/test_stacked.py), so the accuracies printed must match. Convnets: benchmarks/stacked_conv.py.
 
     python benchmarks/stacked.py [--k 8] [--hidden 64 256 1024] [--threads 2]
 """
@@ -10,9 +9,8 @@ torch.func.vmap / grouped-conv variant was not measured (see the README's perfor
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from common import header, interleaved, mnist_shaped, parse, spec, train_time
+from common import header, mnist_shaped, parse, solo_vs_stacked, spec
 
 
 def main() -> None:
@@ -30,23 +28,9 @@ def main() -> None:
           f"{'mean acc stacked':>16}")
     for h in args.hidden:
         specs = [spec(hidden=h, epochs=args.epochs, seed=s) for s in range(args.k)]
-        accs: dict[str, list[float]] = {"solo": [], "stacked": []}
-
-        def solo():
-            total = 0.0
-            for s in specs:
-                t, [o] = train_time([s], data)
-                total += t
-                accs["solo"].append(o.final["test_accuracy"])
-            return total
-
-        def stacked():
-            t, outs = train_time(specs, data)
-            accs["stacked"] += [o.final["test_accuracy"] for o in outs]
-            return t
-        med = interleaved({"solo": solo, "stacked": stacked}, args.repeats)
+        med, solo_acc, stacked_acc = solo_vs_stacked(specs, data, args.repeats)
         print(f"{h:>5} {med['solo']:>12.4f} {med['stacked']:>10.4f} {med['solo'] / med['stacked']:>7.2f}x "
-              f"{statistics.mean(accs['solo']):>13.4f} {statistics.mean(accs['stacked']):>16.4f}", flush=True)
+              f"{solo_acc:>13.4f} {stacked_acc:>16.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,23 +30,38 @@ from widecli.engine import threads
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def busy_process() -> subprocess.Popen:
+    """One competing CPU-bound process (a Python busy loop)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def part1(hidden: list[int], repeats: int) -> None:
     data = mnist_shaped()
-    print("# part 1: seconds per epoch, fastest epoch after the first, best of interleaved repeats")
-    print(f"{'h':>5} {'MACs/step':>10} {'1 thread s':>10} {'2 threads s':>11} {'2 vs 1':>7} {'auto':>5}")
+    print("# part 1: seconds per epoch of the 784-h-10 MLP (batch 128), fastest epoch after the first, best of "
+          "interleaved repeats; idle, then beside one busy process")
+    print(f"{'h':>5} {'MACs/step':>10} {'idle 1':>7} {'idle 2':>7} {'2 vs 1':>7} {'busy 1':>7} {'busy 2':>7} "
+          f"{'2 vs 1':>7} {'auto':>5}")
     for h in hidden:
         s = spec(hidden=h, epochs=3)
         macs = threads.step_macs([s], (1, 28, 28), 10)
 
-        def run(n):
+        def run(n, busy):
             def go():
                 threads.configure(n)
-                return train_time([s], data)[0]
+                hog = busy_process() if busy else None
+                try:
+                    return train_time([s], data)[0]
+                finally:
+                    if hog:
+                        hog.kill()
+                        hog.wait()
             return go
-        t = interleaved({"1": run(1), "2": run(2)}, repeats)
+        t = interleaved({"i1": run(1, False), "i2": run(2, False), "b1": run(1, True), "b2": run(2, True)},
+                        repeats)
         threads.configure()
         auto = 1 if macs < threads.SMALL_STEP_MACS else 2
-        print(f"{h:>5} {macs:>10.2g} {t['1']:>10.3f} {t['2']:>11.3f} {t['1'] / t['2']:>6.2f}x {auto:>5}")
+        print(f"{h:>5} {macs:>10.2g} {t['i1']:>7.3f} {t['i2']:>7.3f} {t['i1'] / t['i2']:>6.2f}x {t['b1']:>7.3f} "
+              f"{t['b2']:>7.3f} {t['b1'] / t['b2']:>6.2f}x {auto:>5}", flush=True)
 
 
 def sweep_seconds(threads_opt: str | None, epochs: int) -> float:
@@ -68,7 +83,7 @@ def part2(epochs: int, repeats: int) -> dict:
     for load in ("idle", "busy"):
         for name, opt in (("1 thread", "1"), ("2 threads", "2"), ("auto", None)):
             def go(opt=opt, load=load):
-                hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None)
+                hog = busy_process() if load == "busy" else None
                 try:
                     return sweep_seconds(opt, epochs)
                 finally:
@@ -91,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024, 2048])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
     ap.add_argument("--skip-part1", action="store_true")
     args = ap.parse_args()
     header("intra-op threads")

@@ -9,7 +9,6 @@ from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
 from widecli.execute.plan import should_stack
-from widecli.models.registry import ARCHS
 
 CPU = torch.device("cpu")
 
@@ -57,14 +56,6 @@ def test_should_stack(make_recipe):
     big = [s.model_copy(update={"model": s.model.model_copy(update={"hidden": [16384]})}) for s in specs]
     assert not should_stack(big, CPU, (40,), 10)
     assert should_stack(big, torch.device("cuda"), (40,), 10)
-
-
-def test_convnets_do_not_stack(make_recipe):
-    convs = [a for a in ARCHS.names() if not ARCHS.get(a).stackable]
-    assert convs  # cnn, resnet18, resnet18_imagenet
-    r = load_recipe(make_recipe({"data": {"dataset": "digits"}, "model": {"arch": convs[0]},
-                                     "seeds": [0, 1]}))
-    assert not should_stack([make_spec(r, 1, "dense", s) for s in (0, 1)], CPU)
 
 
 def test_stacked_linear_backward_matches_autograd():

@@ -92,3 +92,26 @@ def test_a_run_records_its_threads_and_why(make_recipe, tmp_path, run_stored):
     [(o, _)] = run_stored(group(make_recipe, [16])[:1], tmp_path, CPU)
     assert o.final["threads"] == 1 and o.final["threads_rule"].startswith("auto: small step")
     assert torch.get_num_threads() == 1
+
+
+def test_auto_jobs_uses_free_cores_for_small_runs_only(make_recipe, monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 3)
+    small = group(make_recipe, [16], seeds=(0, 1, 2, 3, 4, 5, 6))
+    assert threads.auto_jobs(small, CPU) == 5          # 8 cores, 3 busy elsewhere
+    assert threads.auto_jobs(small[:2], CPU) == 2      # never more processes than runs
+    assert threads.auto_jobs(group(make_recipe, [4096, 4096]), CPU) == 1  # a large run: threads instead
+    assert threads.auto_jobs(small, torch.device("cuda")) == 1
+
+
+def test_jobs_option_takes_auto_or_a_positive_integer(make_recipe, tmp_path):
+    from typer.testing import CliRunner
+
+    from widecli.cli.app import app
+
+    recipe = make_recipe({"widen": {"factors": [1]}})
+    r = CliRunner().invoke(app, ["sweep", str(recipe), "--jobs", "many", "--results", str(tmp_path)])
+    assert r.exit_code == 2 and "--jobs: got 'many'; expected auto or an integer >= 1" in r.stderr
+    r = CliRunner().invoke(app, ["sweep", str(recipe), "--jobs", "auto", "--results", str(tmp_path),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0 and "1 ok" in r.output, r.output

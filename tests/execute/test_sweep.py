@@ -212,7 +212,7 @@ def test_jobs_2_gives_the_same_results_as_jobs_1(reference, tmp_path):
     events = []
     summary = sweep.sweep(specs_of(reference[0]), tmp_path, jobs=2, device="cpu", on_event=events.append)
     assert (summary.ok, summary.failed) == (6, 0)
-    assert pd.read_csv(summary.runs_csv).threads.eq(max(1, os.cpu_count() // 2)).all()  # cores // jobs
+    assert pd.read_csv(summary.runs_csv).threads.eq(1).all()  # small runs: one thread per worker (auto)
     pd.testing.assert_frame_equal(comparable(summary.runs_csv), comparable(reference[2].runs_csv))
     assert [e.epoch for e in events if e.kind == "epoch"].count(2) == 3  # epochs reach the driver
 

@@ -129,7 +129,9 @@ def Switch(*names: str, help: str, **kw) -> Any:
 SetOpt = typer.Option(None, "--set", help="override a recipe key: dotted.key=value (YAML value); repeatable")
 ResultsOpt = typer.Option(Path("results"), "--results", envvar="WIDECLI_RESULTS", help="results directory")
 DeviceOpt = typer.Option("auto", "--device", envvar="WIDECLI_DEVICE", help="auto | cpu | cuda | cuda:N")
-JobsOpt = typer.Option(1, "--jobs", "-j", envvar="WIDECLI_JOBS", min=1, help="worker processes (local executor)")
+JobsOpt = typer.Option("1", "--jobs", "-j", envvar="WIDECLI_JOBS",
+                       help="worker processes (local executor): N, or auto: one process per free core when every "
+                            "run is small (one thread each), else 1 (its threads take the cores)")
 ThreadsOpt = typer.Option(
     None, "--threads", min=1,
     help="intra-op CPU threads per run; default auto (WIDECLI_THREADS): 1 for small models (a step under "
@@ -182,6 +184,15 @@ def handled(fn: Callable) -> Callable:
             render.interrupted(again)
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     return wrapper
+
+
+def _jobs(value: str, specs: list, device: str) -> int:
+    """`--jobs N` or `auto` (engine.threads.auto_jobs)."""
+    if value.strip() == "auto":
+        return threads_mod.auto_jobs(specs, resolve_device(device))
+    if not value.strip().isdigit() or int(value) < 1:
+        raise RecipeError(f"--jobs: got {value!r}; expected auto or an integer >= 1")
+    return int(value)
 
 
 def _run_flags(factor: float | None, method: str | None, seed: int | None, gpus: int | None = None) -> dict:
@@ -275,7 +286,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
 @app.command()
 @handled
 def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Optional[List[str]] = SetOpt,
-          jobs: int = JobsOpt,
+          jobs: str = JobsOpt,
           executor: str = typer.Option("local", help="local | ray | slurm"),
           address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT (none: start a local Ray)"),
           partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to"),
@@ -330,8 +341,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     if executor != "slurm":  # the memory check runs where the runs run: here, unless submitted
         preflight.before_training(specs, results, device, force)
     with render.RunProgress(r.name, results) as progress:
-        summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
-                            force=force, retry_failed=retry_failed, on_event=progress.on_event,
+        summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
+                            device=device, force=force, retry_failed=retry_failed, on_event=progress.on_event,
                             num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options,
                             fail_fast=fail_fast, threads=threads)
     if no_wait and executor == "slurm":
@@ -485,7 +496,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
            method: Optional[List[str]] = typer.Option(None, "--method", help="sparse | dense | linear_bottleneck | "
                                                                              "nonlinear_bottleneck; repeatable"),
            set_: Optional[List[str]] = SetOpt,
-           jobs: int = JobsOpt,
+           jobs: str = JobsOpt,
            executor: str = typer.Option("local", help="local | ray"),
            address: Optional[str] = typer.Option(None, help="ray: auto | HOST:PORT"),
            device: str = DeviceOpt, results: Path = ResultsOpt,
@@ -505,8 +516,8 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     specs = ablate_mod.all_specs(arms)
     preflight.before_training(specs, results, device)
     with render.RunProgress(arms[0].recipe.name, results) as progress:
-        summary = run_sweep(specs, results, jobs=jobs, executor=executor, address=address, device=device,
-                            on_event=progress.on_event, threads=threads)
+        summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
+                            device=device, on_event=progress.on_event, threads=threads)
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
     per_factor, per_arm = ablate_mod.display(comparison)

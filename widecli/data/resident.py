@@ -91,8 +91,8 @@ class ResidentBatches:
         self.data, self.batch_size, self.shard = data, batch_size, shard
         self.input_shape, self.num_classes, self.train_size = data.input_shape, data.num_classes, len(data.y_train)
         self.order = [generator(s, "data") for s in seeds]
-        self.augment_gen = generator(seeds[0], "augment")
-        self.generators = [*self.order, self.augment_gen]  # what a checkpoint saves and restores
+        self.augment_gens = [generator(s, "augment") for s in seeds]  # each run augments as it would alone
+        self.generators = [*self.order, *self.augment_gens]  # what a checkpoint saves and restores
         self.augment = augment_ and data.x_train.dim() >= 4
         self.flip = data.name not in NO_FLIP
 
@@ -105,7 +105,7 @@ class ResidentBatches:
             # index_select on the flat indices: ~3x cheaper than advanced indexing X[idx] on CPU.
             x = d.x_train.index_select(0, idx.reshape(-1)).view(k, idx.shape[1], *self.input_shape)
             if self.augment:
-                x = augment(x, self.augment_gen, flip=self.flip)
+                x = torch.cat([augment(x[j:j + 1], g, flip=self.flip) for j, g in enumerate(self.augment_gens)])
             if d.per_batch_normalize:
                 x = normalize_batch(x, dim=1)  # each run's batch by its own statistics
             yield x, self.shard(labels[:, i:i + bs])

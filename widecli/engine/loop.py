@@ -179,7 +179,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     built = build(specs, data.input_shape, data.num_classes, device)
     model = built.model
     _, threads_rule = threads.apply(specs, data.input_shape, data.num_classes, device)
-    stack = Stack(k, any(is_stacked(m) for m in model.modules()))
+    stack = Stack(k, any(is_stacked(m) for m in model.modules()), getattr(model, "solo_layout", None) == "squeeze")
     if k > 1 and not stack.stacked:
         raise ValueError(f"{spec.model.arch} cannot train stacked runs")
     sparse = csr.sparse_layers(cfg.backend, built.plan, device, k)

@@ -70,6 +70,7 @@ class Stack:
 
     k: int
     stacked: bool
+    squeeze: bool = False  # run j's solo state is state[j] (stacked convnets), not state[j:j+1] (MLPs)
 
     def forward(self, model: nn.Module, forward: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits [K, B, C] of a training batch [K, B, ...]."""
@@ -83,11 +84,17 @@ class Stack:
 
     def slice_state(self, model: nn.Module, j: int) -> dict:
         """State dict of run j alone (stacked tensors keep a leading dimension of 1)."""
-        return {n: (t[j:j + 1] if self.stacked else t).detach().cpu().clone()
-                for n, t in model.state_dict().items()}
+        return {n: self._slice(t, j).detach().cpu().clone() for n, t in model.state_dict().items()}
 
     def slice_masks(self, masks: dict[str, torch.Tensor], j: int) -> dict[str, torch.Tensor]:
-        return {n: (m[j:j + 1] if self.stacked else m).cpu() for n, m in masks.items()}
+        return {n: self._slice(m, j).cpu() for n, m in masks.items()}
+
+    def _slice(self, t: torch.Tensor, j: int) -> torch.Tensor:
+        if not self.stacked:
+            return t
+        if self.squeeze:
+            return t[j] if t.dim() > 0 else t  # num_batches_tracked: shared, the runs step together
+        return t[j:j + 1]
 
 
 class AutogradStep:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from widecli.data.registry import describe
 from widecli.errors import RecipeError
 from widecli.methods import build_model, plan_weights
 
@@ -92,11 +93,11 @@ def step_macs(specs: list, input_shape, num_classes: int) -> float:
             total += output.numel() * fan_in
 
     with torch.device("meta"):
-        model = build_model(spec, plan, input_shape, num_classes)
+        model = build_model(spec, plan, input_shape, num_classes).eval()  # BatchNorm takes a batch of 1
         handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
         try:
             model(torch.empty(1, *input_shape))
-        except (RuntimeError, NotImplementedError, TypeError):
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
             total = plan.dense_weights  # no meta kernel: the weights (an MLP's exact figure)
         finally:
             for h in handles:
@@ -127,3 +128,23 @@ def apply(specs: list, input_shape, num_classes: int, device: torch.device) -> t
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n, why
+
+
+def auto_jobs(specs: list, device: torch.device) -> int:
+    """`--jobs auto`: one worker process per free core when every run's step is small (each then
+    trains with one thread: the cores are used by processes, which never wait on each other), else
+    1 (a large run's threads use the cores). On CUDA, 1: the GPU, not the cores, is what runs use."""
+    if device.type == "cuda" or not specs:
+        return 1
+    shapes: dict[str, tuple] = {}
+    seen = set()
+    for s in specs:
+        if s.stack_key() in seen:
+            continue
+        seen.add(s.stack_key())
+        key = s.data.model_dump_json()
+        if key not in shapes:
+            shapes[key] = describe(s.data)
+        if step_macs([s], *shapes[key]) >= SMALL_STEP_MACS:
+            return 1
+    return max(1, min(cores() - busy_elsewhere(), len(specs)))

@@ -20,6 +20,9 @@ STATUSES = ("new", "finished", "failed", "partial", "corrupt")
 # fused step, K = 8 stacked is 1.54x at 784-64-10, 1.18x at 784-256-10 (200k weights) and 0.92x at
 # 784-1024-10 (800k) (benchmarks/results/stacked.txt).
 CPU_STACK_MAX_WEIGHTS = 1 << 19
+# Convnets on CPU: stacking paid 3.2x at 3.7e5 multiply-adds per step (digits cnn k=4) and nothing at
+# 1.1e9 (ResNet-18 width 8, CIFAR, batch 128): benchmarks/stacked_conv.py; the threshold sits between.
+CPU_STACK_MAX_CONV_MACS = 1e8
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,11 @@ def work(specs: list) -> dict[str, float]:
 def should_stack(specs: list, device: torch.device, input_shape=None, num_classes=None) -> bool:
     """Whether these runs should train as one stacked model on `device` (`train.stack: auto`).
 
-    Only runs that differ in seed alone, of an architecture with a stack dimension (MLPs), and not
-    bound for the sparse backend (CSR weights hold one run). On CPU only small models (see
-    CPU_STACK_MAX_WEIGHTS): at 784-1024-10 one run already keeps the cores busy.
+    Only runs that differ in seed alone, of an architecture that stacks (MLPs: a stack dimension;
+    built-in convnets: grouped convolutions, not with bottleneck layers), and not bound for the sparse
+    backend (CSR weights hold one run). On GPUs always; on CPU only small models (MLPs up to
+    CPU_STACK_MAX_WEIGHTS, convnets up to CPU_STACK_MAX_CONV_MACS per step): beyond, one run
+    already keeps the cores busy.
     """
     if len(specs) < 2 or any(s.train.stack == "off" for s in specs):
         return False
@@ -97,11 +102,17 @@ def should_stack(specs: list, device: torch.device, input_shape=None, num_classe
         return False
     if s.train.backend == "sparse":
         return False
-    if device.type != "cpu":
-        return True
     if input_shape is None:
         input_shape, num_classes = describe(s.data)
     p = plan_weights(s, input_shape, num_classes)
+    if s.model.arch != "mlp":  # convnets stack through grouped convs (models.stacked_conv)
+        if p.ranks:
+            return False  # bottleneck layers are not stacked
+        if device.type != "cpu":
+            return True
+        return threads.step_macs([s], input_shape, num_classes) <= CPU_STACK_MAX_CONV_MACS
+    if device.type != "cpu":
+        return True
     return p.dense_weights <= CPU_STACK_MAX_WEIGHTS and not csr.sparse_layers(s.train.backend, p, device)
 
 

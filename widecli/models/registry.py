@@ -27,6 +27,7 @@ from torch import nn
 
 from widecli.errors import RecipeError
 from widecli.models import cnn, mlp, resnet, resnet_imagenet
+from widecli.models.stacked_conv import stack_convnet
 from widecli.registry import Registry
 
 
@@ -45,12 +46,21 @@ class Arch:
     bottlenecks: bool = True
 
 
-def _builtin(name: str, module, stackable: bool = False) -> Arch:
+def _builtin(name: str, module, stackable: bool = False, grouped: bool = False) -> Arch:
+    """grouped: a convnet whose K seeds stack through grouped convolutions (models.stacked_conv)."""
     def build(cfg, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
+        if grouped:
+            model = module.build(cfg, widths, input_shape, num_classes, ranks=ranks, rank_nonlinear=rank_nonlinear)
+            if stack > 1:
+                if ranks:
+                    raise RecipeError(f"model.arch: {name} with bottleneck layers cannot train stacked; "
+                                      f"set train.stack: off")
+                stack_convnet(model, stack)
+            return model
         kw = {"stack": stack} if stackable else {}
         return module.build(cfg, widths, input_shape, num_classes, ranks=ranks,
                             rank_nonlinear=rank_nonlinear, **kw)
-    return Arch(name, module.base_widths, build, stackable)
+    return Arch(name, module.base_widths, build, stackable or grouped)
 
 
 def user_model(name: str, factory: Any) -> Arch:
@@ -83,9 +93,9 @@ def user_model(name: str, factory: Any) -> Arch:
 
 ARCHS: Registry[Arch] = Registry("models", "model.arch", user_model)
 ARCHS.add("mlp", _builtin("mlp", mlp, stackable=True))
-ARCHS.add("cnn", _builtin("cnn", cnn))
-ARCHS.add("resnet18", _builtin("resnet18", resnet))
-ARCHS.add("resnet18_imagenet", _builtin("resnet18_imagenet", resnet_imagenet))
+ARCHS.add("cnn", _builtin("cnn", cnn, grouped=True))
+ARCHS.add("resnet18", _builtin("resnet18", resnet, grouped=True))
+ARCHS.add("resnet18_imagenet", _builtin("resnet18_imagenet", resnet_imagenet, grouped=True))
 
 
 def arch(cfg) -> Arch:
