@@ -277,7 +277,10 @@ CASES = [
      ["x_train", "NaN"]),
     ("npz-row-mismatch", lambda t: ["check", t.npz(y_train=np.zeros(7, np.int64))], ["x_train", "20", "7"]),
     ("mnist-truncated-idx", truncated_mnist, ["train-images-idx3-ubyte"]),
-    ("mnist-missing-no-download", lambda t: t.train(t.data_recipe("mnist")), ["data.root", "MNIST", "download"]),
+    ("mnist-missing-no-download", lambda t: t.train(t.data_recipe("mnist")),
+     ["data.root", "MNIST", "download: true", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "/d/MNIST/raw/"]),
+    ("cifar-missing-no-download", lambda t: t.train(t.data_recipe("cifar10")),
+     ["data_batch_1", "cifar-10-batches-py/", "test_batch", "download: true"]),
     ("cifar-corrupt-pickle", corrupt_cifar, ["data_batch_3", "CIFAR10"]),
     ("svhn-corrupt-mat", corrupt_svhn, ["test_32x32.mat", "SVHN"]),
     # ---- results

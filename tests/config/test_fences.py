@@ -196,3 +196,16 @@ def torch_draw(g) -> float:
 def test_counts_outside_what_the_libraries_accept(make_recipe, override, key):
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(make_recipe(), [override])
+
+
+def test_a_batch_larger_than_the_training_set_is_one_step_on_the_whole_set(make_recipe, tmp_path, run_stored):
+    import math
+
+    import torch
+
+    r = load_recipe(make_recipe({"data": {"subset": 10}, "widen": {"factors": [1]},
+                                 "train": {"batch_size": 128, "epochs": 3}}))
+    [(o, _)] = run_stored(expand(r), tmp_path, torch.device("cpu"))
+    assert o.status == "ok" and o.final["epochs_run"] == 3 and math.isfinite(o.final["train_loss"])
+    assert round(o.final["train_accuracy"] * 10, 6) == round(o.final["train_accuracy"] * 10)  # out of 10
+    assert len({row["train_loss"] for row in o.metrics}) == 3  # it trained: one step per epoch
