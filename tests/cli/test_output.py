@@ -237,3 +237,19 @@ def test_runs_asks_before_removing(make_recipe, tmp_path):
     r = runner.invoke(app, ["runs", str(tmp_path), "--remove"], input="n\n")
     assert r.exit_code == 0 and "nothing changed" in r.output
     assert invoke("runs", tmp_path, "--json").output.count('"run_id"') == 1
+
+
+def test_check_shows_each_runs_memory_and_marks_what_cannot_fit(make_recipe, monkeypatch):
+    from widecli.execute import preflight
+
+    recipe = make_recipe()
+    r = runner.invoke(app, ["check", str(recipe), "--json"])
+    runs = __import__("json").loads(r.stdout)["runs"]
+    assert all(run["memory_bytes"] > 0 for run in runs)
+    wide = max(runs, key=lambda run: run["factor"])
+    assert wide["memory_bytes"] > min(run["memory_bytes"] for run in runs)  # the wide model needs more
+    monkeypatch.setattr(preflight, "available_memory", lambda device: (min(x["memory_bytes"] for x in runs) + 1,
+                                                                       "available RAM"))
+    r = runner.invoke(app, ["check", str(recipe), "--device", "cpu"], terminal_width=200)
+    assert r.exit_code == 2 and "needs about" in r.stderr and "(2 such models; the largest shown)" in r.stderr
+    assert "KiB" in r.stdout and "memory" in r.stdout

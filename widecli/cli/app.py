@@ -214,12 +214,14 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
     dev = resolve_device(device)
     too_big, free, what = preflight.unfit(specs, dev)
+    per_model = {s.stack_key(): e.total for s, e in preflight.estimates(specs)}
+    memory = {s.run_id: per_model[s.stack_key()] for s in specs}
     if as_json:
         render.json_out({"recipe": r.name, "input_shape": list(shape), "num_classes": classes,
-                         "runs": [render.run_record(s, p) for s, p, _ in rows],
+                         "runs": [{**render.run_record(s, p), "memory_bytes": memory[s.run_id]} for s, p, _ in rows],
                          "unfit": [{"run_id": s.run_id, "bytes": e.total} for s, e in too_big]})
     else:
-        render.check_table(r.name, shape, classes, rows)
+        render.check_table(r.name, shape, classes, rows, memory, free if too_big else None)
     if too_big:
         more = f" ({len(too_big)} such model{'s' if len(too_big) > 1 else ''}; the largest shown)"
         raise ResourceError(preflight.refusal(*too_big[0], dev, free, what) + more)

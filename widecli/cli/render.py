@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from widecli.analysis.frame import Study, ok_runs, short_label
+from widecli.execute.preflight import size
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
 from widecli.methods import bottlenecks
@@ -107,18 +108,25 @@ def table(df: pd.DataFrame, title: str) -> Table:
 # --------------------------------------------------------------------------- check, layers, train
 
 
-def check_table(name: str, shape, classes: int, rows: list[tuple]) -> None:
-    """rows: (spec, weight plan, whether the method holds the budget) per planned run."""
+def check_table(name: str, shape, classes: int, rows: list[tuple], memory: dict[str, int] | None = None,
+                available: int | None = None) -> None:
+    """rows: (spec, weight plan, whether the method holds the budget) per planned run; memory: run id
+    -> estimated training memory (bytes; red where over `available`)."""
     t = Table(title=f"{name}: {len(rows)} runs, input {shape}, {classes} classes")
     for col in ("run_id", "factor", "method", "seed", "widths", "budget", "nonzeros", "gap",
-                "connectivity", "per-layer connectivity"):
+                "connectivity", "per-layer connectivity", *(["memory"] if memory else [])):
         t.add_column(col, overflow="fold")
     for s, p, budgeted in rows:
         gap = p.budget - p.nonzeros
         gap_s = "[green]0[/]" if gap == 0 else (f"{gap:+,}" if budgeted else "-")
+        mem = []
+        if memory:
+            need = memory.get(s.run_id)
+            over = available is not None and need is not None and need > available
+            mem = ["-" if need is None else f"[red]{size(need)}[/]" if over else size(need)]
         t.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), ",".join(str(w) for w in p.widths.values()),
                   fmt_count(p.budget), fmt_count(p.nonzeros), gap_s, f"{p.connectivity:.4f}",
-                  layer_summary(p.layers()))
+                  layer_summary(p.layers()), *mem)
     out.print(t)
     masked = [s for s, p, _ in rows if p.masked]
     if masked:

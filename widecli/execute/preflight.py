@@ -145,11 +145,10 @@ def width_keys(spec: RunSpec) -> str:
     return f"{width}, widen.factors {spec.factor:g}, train.batch_size {spec.train.batch_size}"
 
 
-def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
-    """The runs (one per stacked group) whose model cannot fit in the device's memory, largest
-    first, with what the device has: (runs, bytes available, what they are)."""
+def estimates(specs: list[RunSpec]) -> list[tuple[RunSpec, MemoryEstimate]]:
+    """The memory estimate of each distinct model (one run per stack key) of `specs`."""
     shapes: dict[str, tuple] = {}
-    seen, estimates = set(), []
+    seen, out = set(), []
     for s in specs:
         stack_key = s.stack_key()
         if stack_key in seen:
@@ -158,11 +157,18 @@ def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpe
         key = s.data.model_dump_json()
         if key not in shapes:
             shapes[key] = describe(s.data)
-        estimates.append((s, estimate(s, *shapes[key])))
-    if not estimates:
+        out.append((s, estimate(s, *shapes[key])))
+    return out
+
+
+def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
+    """The runs (one per stacked group) whose model cannot fit in the device's memory, largest
+    first, with what the device has: (runs, bytes available, what they are)."""
+    found = estimates(specs)
+    if not found:
         return [], 0, ""
     free, what = available_memory(device)
-    too_big = sorted(((s, e) for s, e in estimates if e.total > free), key=lambda se: -se[1].total)
+    too_big = sorted(((s, e) for s, e in found if e.total > free), key=lambda se: -se[1].total)
     return too_big, free, what
 
 
