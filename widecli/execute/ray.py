@@ -96,11 +96,21 @@ def _ray_init(address: str | None):
         return ray, False
     try:
         ray.init(address=address, log_to_driver=True)  # worker output and errors reach this terminal
-    except (ConnectionError, RuntimeError, ValueError) as e:
+        if address == "auto":
+            # `auto` also finds a cluster that is shutting down (its processes linger for seconds after
+            # ray.shutdown()); one tiny task proves it can run ours.
+            # (defined here, so it is pickled by value: workers need not import widecli for it)
+            def ping() -> int:
+                return 1
+            ray.get(ray.remote(ping).remote(), timeout=60)
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
         if address != "auto":
             raise SweepError(f"--address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
-        ray.init(log_to_driver=True)  # auto and no cluster running: a local instance
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(log_to_driver=True)  # auto and no (live) cluster running: a local instance
     return ray, True
+
 
 
 def _memory(specs: list[RunSpec]) -> int:
