@@ -109,3 +109,42 @@ def test_entry_points_register_short_names(monkeypatch):
     assert "twolayer" in models.names()
     with pytest.raises(RecipeError, match="did you mean 'twolayer'"):
         models.get("twolayr")
+
+
+class TinyConv(nn.Module):
+    """A user's convnet that opts in to stacked seeds by naming its classifier (convs with biases)."""
+
+    units = {"c1": 4}
+    stack_classifier = "head"
+
+    def __init__(self, widths: dict[str, int], input_shape: tuple, num_classes: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(input_shape[0], widths["c1"], 3, padding=1)
+        self.bn = nn.BatchNorm2d(widths["c1"])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(widths["c1"], num_classes)
+
+    def forward(self, x):
+        return self.head(self.pool(torch.relu(self.bn(self.c1(x)))).flatten(1))
+
+
+def test_a_user_convnet_that_opts_in_trains_stacked_as_it_trains_alone(make_recipe, monkeypatch):
+    from widecli.engine.loop import fit
+    from widecli.execute.plan import should_stack, stack_groups
+
+    monkeypatch.syspath_prepend(str(HERE))
+    r = load_recipe(make_recipe({"data": {"dataset": "digits", "subset": 96}, "model": {"arch": "test_user_model:TinyConv"},
+                                 "widen": {"layers": ["c1"], "factors": [1, 2], "methods": ["sparse"]},
+                                 "seeds": [0, 1], "train": {"epochs": 2, "batch_size": 24, "lr": 0.05}}))
+    specs = [s for s in expand(r) if s.factor == 2]
+    cpu = torch.device("cpu")
+    assert should_stack(specs, cpu) and stack_groups(specs, cpu) == [specs]
+    ds = __import__("widecli.data.resident", fromlist=["load_dataset"]).load_dataset(specs[0].data, cpu)
+    stacked = fit(specs, ds, cpu)
+    for spec, st in zip(specs, stacked):
+        [solo] = fit([spec], ds, cpu)
+        assert st.final["stacked_with"] == 2
+        for key in solo.state:
+            torch.testing.assert_close(st.state[key].float(), solo.state[key].float(), rtol=1e-3, atol=1e-4)
+    assert not should_stack([s for s in expand(load_recipe(make_recipe({
+        "data": {"dataset": "digits"}, "model": {"arch": ARCH}, "seeds": [0, 1]}))) if s.factor == 2], cpu)

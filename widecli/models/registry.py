@@ -78,6 +78,8 @@ def user_model(name: str, factory: Any) -> Arch:
     except (TypeError, ValueError):
         params = {}
     takes_ranks = "ranks" in params
+    # A convnet opts in to stacked seeds by naming its classifier (models.stacked_conv).
+    classifier = getattr(factory, "stack_classifier", None)
 
     def build(cfg, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
         if ranks and not takes_ranks:
@@ -87,8 +89,14 @@ def user_model(name: str, factory: Any) -> Arch:
         model = factory(dict(widths), tuple(input_shape), num_classes, **kw)
         if not isinstance(model, nn.Module):
             raise RecipeError(f"model.arch: {name!r} returned {type(model).__name__}, not an nn.Module")
+        if stack > 1:
+            try:
+                stack_convnet(model, stack, classifier)
+            except ValueError as e:
+                raise RecipeError(f"model.arch: {name!r} cannot train stacked seeds ({e}); set train.stack: off "
+                                  f"or remove its stack_classifier") from None
         return model
-    return Arch(name, lambda cfg: dict(units), build, stackable=False, bottlenecks=takes_ranks)
+    return Arch(name, lambda cfg: dict(units), build, stackable=classifier is not None, bottlenecks=takes_ranks)
 
 
 ARCHS: Registry[Arch] = Registry("models", "model.arch", user_model)

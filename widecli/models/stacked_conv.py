@@ -24,18 +24,19 @@ from widecli.models.mlp import StackedLinear
 
 
 class StackedConv2d(nn.Module):
-    """K bias-free convs: weight [K, out, in, kh, kw], one grouped conv on [B, K*in, H, W]."""
+    """K convs: weight [K, out, in, kh, kw] (bias [K, out]), one grouped conv on [B, K*in, H, W]."""
 
     stacked = True
 
     def __init__(self, conv: nn.Conv2d, stack: int):
         super().__init__()
-        if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1):
-            raise ValueError("StackedConv2d stacks plain bias-free convs only")
+        if conv.groups != 1 or conv.dilation != (1, 1) or not isinstance(conv.padding, tuple):
+            raise ValueError("only plain convs (groups 1, dilation 1, numeric padding) can be stacked")
         self.stack, self.stride, self.padding = stack, conv.stride, conv.padding
         self.in_features = conv.in_channels  # weight_modules' mark of a stacked weight layer
         self.out_channels = conv.out_channels
         self.weight = nn.Parameter(torch.empty(stack, *conv.weight.shape))
+        self.bias = nn.Parameter(torch.empty(stack, conv.out_channels)) if conv.bias is not None else None
 
     def reset_parameters(self, generators: list[torch.Generator]) -> None:
         """Slice k exactly as models.init.default_init draws a solo conv from generators[k]."""
@@ -43,10 +44,13 @@ class StackedConv2d(nn.Module):
         with torch.no_grad():
             for k, g in enumerate(generators):
                 self.weight[k].copy_(torch.empty(self.weight.shape[1:]).uniform_(-bound, bound, generator=g))
+                if self.bias is not None:
+                    self.bias[k].copy_(torch.empty(self.bias.shape[1:]).uniform_(-bound, bound, generator=g))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.reshape(-1, *self.weight.shape[2:])
-        return F.conv2d(x, w, None, self.stride, self.padding, 1, self.stack)
+        b = self.bias.reshape(-1) if self.bias is not None else None
+        return F.conv2d(x, w, b, self.stride, self.padding, 1, self.stack)
 
 
 class StackedBatchNorm2d(nn.Module):
