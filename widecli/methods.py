@@ -19,11 +19,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
-from widecli.errors import BudgetError
+from widecli.data.registry import describe
+from widecli.errors import BudgetError, WidecliError
 from widecli.models import registry as models
 from widecli.models.init import initialize
 from widecli.models.layout import (
@@ -237,6 +239,50 @@ def build_model(spec, plan: WeightPlan, input_shape, num_classes: int, stack: in
     kw = {"stack": stack} if stack > 1 else {}
     return models.build(spec.model, plan.widths, input_shape, num_classes, ranks=plan.ranks,
                         rank_nonlinear=get(spec.method).nonlinear, **kw)
+
+
+def trace_meta(spec, plan: WeightPlan, input_shape, num_classes: int, batch: int,
+               hook: Callable[[nn.Module, torch.Tensor], None]) -> bool:
+    """Run a run's model once on the meta device (no allocation, eval mode: BatchNorm takes any
+    batch) on `batch` examples, calling hook(module, output) for every leaf module; False if an op
+    has no meta kernel (the hook then saw part of the model only)."""
+    def leaf_hook(module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            hook(module, output)
+
+    with torch.device("meta"):
+        model = build_model(spec, plan, input_shape, num_classes).eval()
+        handles = [m.register_forward_hook(leaf_hook) for m in model.modules() if not list(m.children())]
+        try:
+            model(torch.empty(batch, *input_shape))
+            return True
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            return False
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def distinct_models(specs: list, skip_undescribed: bool = False) -> list[tuple]:
+    """(spec, input_shape, num_classes) for one run per distinct model (stack key) of `specs`, each
+    data set described once. skip_undescribed: a data set that cannot be described here (any
+    WidecliError) gives (spec, None, None) instead of raising."""
+    shapes: dict[str, tuple] = {}
+    seen, out = set(), []
+    for s in specs:
+        if s.stack_key() in seen:
+            continue
+        seen.add(s.stack_key())
+        data = s.data.model_dump_json()
+        if data not in shapes:
+            try:
+                shapes[data] = describe(s.data)
+            except WidecliError:
+                if not skip_undescribed:
+                    raise
+                shapes[data] = (None, None)
+        out.append((s, *shapes[data]))
+    return out
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_non_finite_numbers_are_one_line_naming_the_key(make_recipe, key, shape,
     (["model.arch=cnn", "model.width=3000000000"], "model.width"),
 ])
 def test_non_finite_and_unbuildable_values_elsewhere(make_recipe, overrides, needle):
-    with pytest.raises(RecipeError, match=None) as e:
+    with pytest.raises(RecipeError) as e:
         expand(load_recipe(make_recipe(), overrides))
     assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
 

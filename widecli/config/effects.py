@@ -9,9 +9,6 @@ and becomes a warning, printed once by the command.
 
 from __future__ import annotations
 
-import copy
-import itertools
-
 from widecli.config.schema import Recipe
 from widecli.methods import METHODS
 
@@ -94,20 +91,3 @@ def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
             warnings.append(f"{key}: has no effect{at} ({where[0][key]})")
     return errors, warnings
 
-
-def grid_points(r: Recipe, validate) -> list[Recipe]:
-    """The recipe at each point of its sweep axes, keeping which keys were given explicitly."""
-    if not r.sweep:
-        return [r]
-    base = r.model_dump(mode="json", exclude_unset=True)
-    keys = list(r.sweep)
-    points = []
-    for combo in itertools.product(*r.sweep.values()):
-        raw = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
-            node = raw
-            for part in key.split(".")[:-1]:
-                node = node.setdefault(part, {})
-            node[key.split(".")[-1]] = value
-        points.append(validate(raw, f"{r.name}: sweep point {dict(zip(keys, combo))}"))
-    return points

@@ -3,11 +3,10 @@ RunSpecs, canonicalized so that runs computing the same thing share one run id."
 
 from __future__ import annotations
 
-import copy
 import itertools
 from typing import Any
 
-from widecli.config.load import get_dotted, set_dotted, validate
+from widecli.config.load import get_dotted, set_dotted, sweep_points, validate
 from widecli.config.schema import Recipe, RunSpec, SparsityConfig
 from widecli.methods import METHODS
 
@@ -18,14 +17,9 @@ def expand(recipe: Recipe) -> list[RunSpec]:
     Runs that compute the same thing share an id: at factor 1 every method is the dense baseline,
     and only methods that use them (`sparse`) depend on the sparsity settings.
     """
-    base = recipe.model_dump(mode="json")
     keys = list(recipe.sweep)
     specs: dict[str, RunSpec] = {}
-    for combo in itertools.product(*recipe.sweep.values()):
-        raw = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
-            set_dotted(raw, key, value, source=f"sweep.{key}")
-        point = validate(raw, f"{recipe.name}: sweep point {dict(zip(keys, combo))}")
+    for point in sweep_points(recipe):
         for factor, method, seed in itertools.product(point.widen.factors, point.widen.methods, point.seeds):
             spec = make_spec(point, factor, method, seed, keys)
             specs.setdefault(spec.run_id, spec)

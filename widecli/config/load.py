@@ -4,7 +4,9 @@ turned into one line naming the file, the dotted key, the value and what is allo
 
 from __future__ import annotations
 
+import copy
 import difflib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -35,7 +37,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None,
     # The recipe and its overrides must be valid on their own, before the flags replace keys; settings
     # without effect are judged here too (a flag such as --factor 1 narrows the grid legitimately).
     own = validate(raw, str(path))
-    errors, warnings = effects.judge(effects.grid_points(own, validate))
+    errors, warnings = effects.judge(sweep_points(own))
     if errors:
         raise RecipeError(f"{path}: {errors[0]}")
     for line in warnings if warn else ():
@@ -45,6 +47,21 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None,
         set_dotted(raw, key, value, source=flag)
         given.append(f"{flag} {value[0] if isinstance(value, list) and len(value) == 1 else value}")
     return validate(raw, f"{path} with {', '.join(given)}") if given else own
+
+
+def sweep_points(recipe: Recipe) -> list[Recipe]:
+    """The recipe at each point of its sweep axes (the recipe itself without axes), validated; each
+    keeps which keys were given explicitly (what config.effects judges)."""
+    if not recipe.sweep:
+        return [recipe]
+    base = recipe.model_dump(mode="json", exclude_unset=True)
+    points = []
+    for combo in itertools.product(*recipe.sweep.values()):
+        raw = copy.deepcopy(base)
+        for key, value in zip(recipe.sweep, combo):
+            set_dotted(raw, key, value, source=f"sweep.{key}")
+        points.append(validate(raw, f"{recipe.name}: sweep point {dict(zip(recipe.sweep, combo))}"))
+    return points
 
 
 def read_yaml(path: Path) -> dict:

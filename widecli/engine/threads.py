@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from widecli.data.registry import describe
 from widecli.errors import RecipeError
-from widecli.methods import build_model, plan_weights
+from widecli.methods import distinct_models, plan_weights, trace_meta
 
 # Multiply-adds of one training step's forward (batch x per-example MACs, all stacked runs) below
 # which one thread is faster or as fast as two, idle or not (benchmarks/threads.py, 2 cores).
@@ -84,24 +83,16 @@ def step_macs(specs: list, input_shape, num_classes: int) -> float:
     plan = plan_weights(spec, input_shape, num_classes)
     total = 0
 
-    def hook(module, inputs, output) -> None:
+    def count(module, output) -> None:
         nonlocal total
         w = getattr(module, "weight", None)
-        if isinstance(w, torch.Tensor) and isinstance(output, torch.Tensor) and w.dim() >= 2:
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
             # output elements x fan-in: the last dim of a (stacked) linear weight, in x kh x kw of a conv's
             fan_in = w.shape[-1] if w.dim() <= 3 and not isinstance(module, torch.nn.Conv2d) else w[0].numel()
             total += output.numel() * fan_in
 
-    with torch.device("meta"):
-        model = build_model(spec, plan, input_shape, num_classes).eval()  # BatchNorm takes a batch of 1
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-        try:
-            model(torch.empty(1, *input_shape))
-        except (RuntimeError, NotImplementedError, TypeError, ValueError):
-            total = plan.dense_weights  # no meta kernel: the weights (an MLP's exact figure)
-        finally:
-            for h in handles:
-                h.remove()
+    if not trace_meta(spec, plan, input_shape, num_classes, 1, count):
+        total = plan.dense_weights  # no meta kernel: the weights (an MLP's exact figure)
     return float(total) * spec.train.batch_size * len(specs)
 
 
@@ -136,15 +127,6 @@ def auto_jobs(specs: list, device: torch.device) -> int:
     1 (a large run's threads use the cores). On CUDA, 1: the GPU, not the cores, is what runs use."""
     if device.type == "cuda" or not specs:
         return 1
-    shapes: dict[str, tuple] = {}
-    seen = set()
-    for s in specs:
-        if s.stack_key() in seen:
-            continue
-        seen.add(s.stack_key())
-        key = s.data.model_dump_json()
-        if key not in shapes:
-            shapes[key] = describe(s.data)
-        if step_macs([s], *shapes[key]) >= SMALL_STEP_MACS:
-            return 1
+    if any(step_macs([s], shape, classes) >= SMALL_STEP_MACS for s, shape, classes in distinct_models(specs)):
+        return 1
     return max(1, min(cores() - busy_elsewhere(), len(specs)))

@@ -10,7 +10,7 @@ import torch
 from widecli.data.registry import describe
 from widecli.engine import threads
 from widecli.errors import WidecliError
-from widecli.methods import plan_weights
+from widecli.methods import distinct_models, plan_weights
 from widecli.models.registry import arch
 from widecli.sparsity import csr
 from widecli.store import runs as store
@@ -67,21 +67,17 @@ def work(specs: list) -> dict[str, float]:
     """run_id -> the run's training work in multiply-adds per training example, all epochs
     (epochs x forward MACs of one example): what progress estimates the time left from, so that a
     1000-epoch group weighs 10x a 100-epoch one and a wide model more than a narrow one."""
-    shapes: dict[str, tuple] = {}
-    per_example: dict[str, float] = {}
-    out = {}
-    for s in specs:
-        key = s.stack_key()
-        if key not in per_example:
-            data = s.data.model_dump_json()
-            try:
-                if data not in shapes:
-                    shapes[data] = describe(s.data)
-                per_example[key] = threads.step_macs([s], *shapes[data]) / s.train.batch_size
-            except WidecliError:  # data not readable here (a worker reports why): weigh by epochs alone
-                per_example[key] = 1.0
-        out[s.run_id] = s.train.epochs * per_example[key]
-    return out
+    def per_example(s, shape, classes) -> float:
+        try:
+            if shape is not None:
+                return threads.step_macs([s], shape, classes) / s.train.batch_size
+        except WidecliError:
+            pass
+        return 1.0  # not plannable here (a worker reports why): weigh by epochs alone
+
+    macs = {s.stack_key(): per_example(s, shape, classes)
+            for s, shape, classes in distinct_models(specs, skip_undescribed=True)}
+    return {s.run_id: s.train.epochs * macs[s.stack_key()] for s in specs}
 
 
 def should_stack(specs: list, device: torch.device, input_shape=None, num_classes=None) -> bool:

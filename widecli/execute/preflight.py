@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from widecli.config.schema import RunSpec
-from widecli.data.registry import describe
 from widecli.engine.device import resolve_device
 from widecli.errors import ResourceError, StoreError
-from widecli.methods import WeightPlan, build_model, plan_weights
+from widecli.methods import WeightPlan, distinct_models, plan_weights, trace_meta
 from widecli.store import runs as store
 
 FP32 = 4
@@ -92,23 +91,14 @@ def estimate(spec: RunSpec, input_shape, num_classes: int) -> MemoryEstimate:
 def _activation_elements(spec: RunSpec, p: WeightPlan, input_shape, num_classes: int) -> int:
     total = 0
 
-    def hook(module, inputs, output) -> None:
+    def count(module, output) -> None:
         nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
+        total += output.numel()
 
     batch = spec.train.batch_size
-    with torch.device("meta"):
-        model = build_model(spec, p, input_shape, num_classes)
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-        try:
-            model(torch.empty(batch, *input_shape))
-        except (RuntimeError, NotImplementedError, TypeError):
-            # An op without a meta kernel: count the weights' outputs only (a lower bound all the same).
-            total = batch * sum(s[0] for s in p.shapes.values())
-        finally:
-            for h in handles:
-                h.remove()
+    if not trace_meta(spec, p, input_shape, num_classes, batch, count):
+        # An op without a meta kernel: count the weights' outputs only (a lower bound all the same).
+        total = batch * sum(s[0] for s in p.shapes.values())
     return total
 
 
@@ -147,18 +137,7 @@ def width_keys(spec: RunSpec) -> str:
 
 def estimates(specs: list[RunSpec]) -> list[tuple[RunSpec, MemoryEstimate]]:
     """The memory estimate of each distinct model (one run per stack key) of `specs`."""
-    shapes: dict[str, tuple] = {}
-    seen, out = set(), []
-    for s in specs:
-        stack_key = s.stack_key()
-        if stack_key in seen:
-            continue
-        seen.add(stack_key)
-        key = s.data.model_dump_json()
-        if key not in shapes:
-            shapes[key] = describe(s.data)
-        out.append((s, estimate(s, *shapes[key])))
-    return out
+    return [(s, estimate(s, shape, classes)) for s, shape, classes in distinct_models(specs)]
 
 
 def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
