@@ -1,11 +1,14 @@
-"""Sparse-wide MLP epoch time relative to its dense baseline (f = 1), dense masked vs CSR backend.
+"""Sparse-wide MLP epoch time relative to its dense baseline (f = 1): dense masked, CSR, and `auto`.
 
 At widening factor f with the budget held fixed, the sparse-wide model has the baseline's nonzeros
 (equal useful FLOPs) at connectivity about 1/f, but the dense masked path multiplies all f times
-as many weights. The CSR backend (widecli/sparsity/csr.py) multiplies only the kept ones; both
-give the same results (tests/sparsity/test_csr.py), so their accuracies printed must agree.
+as many weights. The CSR backend (widecli/sparsity/csr.py, kernels in widecli/sparsity/kernels.py,
+trained by the fused step SparseFusedStep) multiplies only the kept ones; `csr` makes every masked
+layer CSR (`backend: sparse`), `auto` only those `sparse_layers` picks. All three give the same
+results (tests/engine/test_steps.py): the accuracies printed agree up to the drift of float
+rounding over a few epochs.
 
-    python benchmarks/sparse.py [--hidden 64] [--factors 2 4 10 32] [--threads 2]
+    python benchmarks/sparse.py [--hidden 64] [--factors 2 3 4 6 10 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from widecli.methods import plan_weights as plan
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hidden", type=int, default=64, help="baseline width h of 784-h-10")
-    ap.add_argument("--factors", type=float, nargs="+", default=[2, 4, 10, 32])
+    ap.add_argument("--factors", type=float, nargs="+", default=[2, 3, 4, 6, 10, 32])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     args = parse(ap)
@@ -29,27 +32,35 @@ def main() -> None:
            f"{len(data.y_train)} train examples, {args.epochs} epochs")
     print("# epoch time = fastest epoch after the first, best of interleaved repeats; "
           "x base = epoch time / dense baseline (f = 1)")
-    print(f"{'f':>4} {'width':>6} {'conn':>6} {'dense-mask s':>12} {'x base':>7} {'sparse s':>9} "
-          f"{'x base':>7} {'sparse gain':>11} {'acc dense':>9} {'acc sparse':>10}")
+    print(f"{'f':>4} {'width':>6} {'conn':>6} {'dense-mask s':>12} {'x base':>7} {'csr s':>7} {'x base':>7} "
+          f"{'auto s':>7} {'x base':>7} {'auto CSR':>9} {'csr gain':>8} {'acc dense/csr/auto':>20}")
     accs: dict[str, float] = {}
 
     def timed(s, key):
         def go():
             t, [o] = train_time([s], data)
             accs[key] = o.final["test_accuracy"]
+            accs[key + "_layers"] = o.final["sparse_layers"]
             return t
         return go
     base_spec = spec(hidden=args.hidden, epochs=args.epochs)
+    wins = []
     for f in args.factors:
-        dense = spec(hidden=args.hidden, factor=f, method="sparse", epochs=args.epochs, backend="dense")
-        sparse = spec(hidden=args.hidden, factor=f, method="sparse", epochs=args.epochs, backend="sparse")
-        med = interleaved({"base": timed(base_spec, "base"), "dense": timed(dense, "dense"),
-                           "sparse": timed(sparse, "sparse")}, args.repeats)
-        p = plan(dense, data.input_shape, 10)
-        print(f"{f:>4g} {p.widths['fc1']:>6} {p.connectivity:>6.3f} {med['dense']:>12.4f} "
-              f"{med['dense'] / med['base']:>6.2f}x {med['sparse']:>9.4f} {med['sparse'] / med['base']:>6.2f}x "
-              f"{med['dense'] / med['sparse']:>10.2f}x {accs['dense']:>9.4f} {accs['sparse']:>10.4f}", flush=True)
-    print(f"# dense baseline (f = 1): test accuracy {accs['base']:.4f}")
+        runs = {b: spec(hidden=args.hidden, factor=f, method="sparse", epochs=args.epochs,
+                        backend={"csr": "sparse"}.get(b, b)) for b in ("dense", "csr", "auto")}
+        med = interleaved({"base": timed(base_spec, "base"), **{b: timed(s, b) for b, s in runs.items()}},
+                          args.repeats)
+        p = plan(runs["dense"], data.input_shape, 10)
+        x = {b: med[b] / med["base"] for b in runs}
+        wins.append((p.connectivity, med["dense"] / med["csr"]))
+        print(f"{f:>4g} {p.widths['fc1']:>6} {p.connectivity:>6.3f} {med['dense']:>12.4f} {x['dense']:>6.2f}x "
+              f"{med['csr']:>7.4f} {x['csr']:>6.2f}x {med['auto']:>7.4f} {x['auto']:>6.2f}x "
+              f"{accs['auto_layers'] or '-':>9} {med['dense'] / med['csr']:>7.2f}x "
+              f"{accs['dense']:>10.4f}/{accs['csr']:.4f}/{accs['auto']:.4f}", flush=True)
+    print(f"# dense baseline (f = 1): test accuracy {accs['base']:.4f}, epoch {med['base']:.4f} s")
+    paying = [c for c, gain in wins if gain > 1]
+    print(f"# crossover: CSR beats dense masking at connectivity <= {max(paying):.3f}" if paying
+          else "# crossover: CSR beats dense masking at none of these factors")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ def specs_for(make_recipe, seeds=(0,), model=None, factor=2, method="sparse", fu
     return [make_spec(r, factor, method, s) for s in seeds]
 
 
-def both(make_recipe, **kw):
-    """(fused outcomes, autograd outcomes) of the same runs."""
-    fused_specs, plain_specs = specs_for(make_recipe, **kw), specs_for(make_recipe, fused="off", **kw)
+def both(make_recipe, backend="dense", **kw):
+    """(fused outcomes, autograd outcomes) of the same runs; the fused ones on `backend`, the
+    autograd ones on the dense masked path."""
+    fused_specs = specs_for(make_recipe, backend=backend, **kw)
+    plain_specs = specs_for(make_recipe, fused="off", **kw)
     assert [s.run_id for s in fused_specs] == [s.run_id for s in plain_specs]  # an execution key
     ds = load_dataset(fused_specs[0].data, CPU)
     return train(fused_specs, ds, CPU), train(plain_specs, ds, CPU)
@@ -64,12 +66,27 @@ def test_fused_other_optimizers_and_linear(make_recipe, optimizer):
     assert_same(*both(make_recipe, model={"activation": "linear"}, **cfg))
 
 
+@pytest.mark.parametrize("kw", [
+    dict(seeds=(0,), factor=4, **SGD),
+    dict(seeds=(0,), factor=4, model={"hidden": [16, 12], "parameterization": "ntk", "bias": False},
+         lr=0.5, **SGD),
+    dict(seeds=(0,), factor=4, model={"hidden": [16, 12], "parameterization": "ntk"}, lr=0.5, **SGD),
+    dict(seeds=(0,), factor=4, model={"activation": "linear"}, optimizer="adam", lr=1e-3, weight_decay=1e-3),
+], ids=["sgd", "ntk-two-hidden", "ntk-bias", "adam-linear"])
+def test_sparse_fused_equals_dense_masked_autograd(make_recipe, kw):
+    """The CSR fused step (SpMM forward, SDDMM weight gradient, transposed SpMM input gradient,
+    update of the kept values) trains what the dense masked autograd path trains."""
+    fused, plain = both(make_recipe, backend="sparse", **kw)
+    assert fused[0].final["sparse_layers"] and plain[0].final["backend"] == "dense"
+    assert_same(fused, plain)
+
+
 @pytest.mark.parametrize("case", [
     {"model": {"activation": "tanh"}},
     {"method": "linear_bottleneck"},
-    {"backend": "sparse"},
+    {"backend": "sparse", "model": {"activation": "tanh"}},
     {"precision": "bf16"},
-], ids=["tanh", "bottleneck", "sparse-backend", "bf16"])
+], ids=["tanh", "bottleneck", "sparse-backend-tanh", "bf16"])
 def test_fused_not_used_where_invalid(make_recipe, case):
     [spec] = specs_for(make_recipe, **case)
     ds = load_dataset(spec.data, CPU)

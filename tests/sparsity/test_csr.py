@@ -69,12 +69,14 @@ def test_sparse_training_equals_dense_training(make_recipe, tmp_path, run_stored
 
 
 def test_auto_picks_sparse_only_where_it_pays(make_recipe):
-    low = spec_for(make_recipe, "auto", hidden=64, factor=32)     # fc1: 2048 x 40 at ~3%
+    low = spec_for(make_recipe, "auto", hidden=64, factor=32)     # fc1: 2048 x 40, out 10 x 2048, ~3%
     p = plan(low, (40,), 10)
-    assert sparse_layers("auto", p, CPU) == ["fc1"]              # `out` (10 x 2048) is too small
+    assert sparse_layers("auto", p, CPU) == ["fc1", "out"]
     assert sparse_layers("auto", p, torch.device("cuda")) == []
     assert sparse_layers("auto", p, CPU, stack=2) == []
     assert sparse_layers("dense", p, CPU) == []
-    assert sparse_layers("sparse", p, CPU) == ["fc1", "out"]
+    small = plan(spec_for(make_recipe, "auto", hidden=16, factor=8), (40,), 10)
+    assert small.shapes["out"] == (10, 128) and sparse_layers("auto", small, CPU) == ["fc1"]  # out: too small
+    assert sparse_layers("sparse", small, CPU) == ["fc1", "out"]
     high = spec_for(make_recipe, "auto", hidden=64, factor=2)     # connectivity ~0.5
     assert sparse_layers("auto", plan(high, (40,), 10), CPU) == []

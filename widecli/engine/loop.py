@@ -27,8 +27,8 @@ from widecli.engine.device import autocast, environment
 from widecli.engine.evaluate import evaluate
 from widecli.engine.steps import (
     AutogradStep,
-    FusedStep,
     Stack,
+    fused_step,
     fused_usable,
     lr_at,
     make_optimizer,
@@ -193,7 +193,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     amp, precision = autocast(cfg, device)
     source = batch_source(data, specs, device, dist)
     fused = cfg.fused == "auto" and fused_usable(model, opt, precision, cfg, dist.world > 1)
-    step = FusedStep(model, opt, enforcer) if fused else AutogradStep(model, forward, opt, enforcer, stack, amp, dist)
+    step = fused_step(model, opt, enforcer) if fused else AutogradStep(model, forward, opt, enforcer, stack, amp, dist)
     state = LoopState(k, cfg.epochs)
     callbacks = [record_rows, stop_diverged]
     if checkpoint_dir and cfg.checkpoint_every:

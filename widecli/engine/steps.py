@@ -26,6 +26,8 @@ from torch import nn
 
 from widecli.engine.dist import Single
 from widecli.models.mlp import MLP, StackedLinear
+from widecli.sparsity import kernels
+from widecli.sparsity.csr import SparseLinear
 from widecli.sparsity.masks import MaskEnforcer
 
 
@@ -122,8 +124,12 @@ def fused_usable(model: nn.Module, opt: torch.optim.Optimizer, precision: str, c
     """Whether `FusedStep` computes what the autograd path computes (within float tolerance)."""
     if not isinstance(model, MLP) or not isinstance(model.act, (nn.ReLU, nn.Identity)):
         return False
-    if not all(type(getattr(model, n)) is StackedLinear for n in model.names):
-        return False  # bottleneck (FactorizedLinear) or sparse (CSR) layers keep autograd
+    layers = [getattr(model, n) for n in model.names]
+    if not all(type(m) in (StackedLinear, SparseLinear) for m in layers):
+        return False  # bottleneck (FactorizedLinear) layers keep autograd
+    if any(isinstance(m, SparseLinear) for m in layers) and not (
+            model.stack == 1 and all(p.device.type == "cpu" for p in model.parameters())):
+        return False  # the CSR kernels of SparseFusedStep are CPU kernels for one run
     if precision != "fp32" or cfg.compile or distributed:
         return False
     if any(p.dtype != torch.float32 for p in model.parameters()):
@@ -131,6 +137,12 @@ def fused_usable(model: nn.Module, opt: torch.optim.Optimizer, precision: str, c
     group = opt.param_groups[0]
     return (len(opt.param_groups) == 1 and not group.get("maximize") and not group.get("dampening")
             and isinstance(opt, (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)))
+
+
+def fused_step(model: MLP, opt: torch.optim.Optimizer, enforcer: MaskEnforcer) -> "FusedStep":
+    """The fused step for a model `fused_usable` accepted: with CSR layers, SparseFusedStep."""
+    sparse = any(isinstance(getattr(model, n), SparseLinear) for n in model.names)
+    return (SparseFusedStep if sparse else FusedStep)(model, opt, enforcer)
 
 
 class FusedStep:
@@ -186,11 +198,7 @@ class FusedStep:
             if self.relu and i < last:
                 out.relu_()
             h = out
-        # Softmax cross-entropy: loss = -log p[y]; its gradient w.r.t. the logits is p - onehot(y).
-        yi = y.unsqueeze(1)
-        logp = torch.log_softmax(h, 1, out=buf["logp"])
-        losses = torch.gather(logp, 1, yi, out=buf["nll"]).sum(2).squeeze(1).mul_(-1.0 / b)
-        gt = logp.exp_().mul_(1.0 / b).scatter_add_(1, yi, buf["minus_inv_b"])  # (p - onehot) / B
+        losses, gt = self._loss_grad(h, y, buf)
         c = 1.0  # the gradient w.r.t. a layer's output is c * gt (c: the NTK scales passed)
         for i in range(last, -1, -1):
             layer = self.layers[i]
@@ -209,6 +217,17 @@ class FusedStep:
         self.enforcer.apply()
         # Contiguous [K, B, classes]: the caller's argmax over a strided last dim is ~5x slower.
         return losses, h.transpose(1, 2).contiguous()
+
+    @staticmethod
+    def _loss_grad(logits_t: torch.Tensor, y: torch.Tensor, buf: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss per run [K] and its gradient w.r.t. the logits^T [K, classes, B].
+
+        Softmax cross-entropy: loss = -log p[y]; its gradient w.r.t. the logits is p - onehot(y)."""
+        b = y.shape[1]
+        yi = y.unsqueeze(1)
+        logp = torch.log_softmax(logits_t, 1, out=buf["logp"])
+        losses = torch.gather(logp, 1, yi, out=buf["nll"]).sum(2).squeeze(1).mul_(-1.0 / b)
+        return losses, logp.exp_().mul_(1.0 / b).scatter_add_(1, yi, buf["minus_inv_b"])  # (p - onehot) / B
 
     def _update(self) -> None:
         """The optimizer's own update on its own state: the fused SGD kernel called directly (its
@@ -229,3 +248,78 @@ class FusedStep:
         torch._fused_sgd_(self.params, grads, bufs, weight_decay=group["weight_decay"], momentum=momentum,
                           lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
                           maximize=group["maximize"], is_first_step=first)
+
+
+class SparseFusedStep(FusedStep):
+    """The fused step of one run (K = 1) on CPU whose masked layers are CSR weights (`SparseLinear`).
+
+    Every activation is kept transposed, [features, B], the layout of the CSR kernels
+    (`sparsity.kernels`): a sparse layer's forward is an SpMM, its weight gradient an SDDMM at the
+    kept positions only and its input gradient an SpMM with the transposed pattern; a dense layer
+    is a plain matmul on the same layout. The optimizer updates the kept values only. Equal to the
+    dense masked path within float tolerance (tests/engine/test_steps.py)."""
+
+    def _buffers(self, k: int, b: int, like: torch.Tensor) -> dict:
+        if b not in self.buffers:
+            new = lambda *shape: torch.empty(*shape, dtype=torch.float32)
+            classes = self.layers[-1].out_features
+            self.buffers[b] = {
+                "x": new(self.layers[0].in_features, b),
+                "acts": [new(m.out_features, b) for m in self.layers],
+                "grads": [new(m.in_features, b) for m in self.layers[1:]],
+                "logp": new(1, classes, b),
+                "minus_inv_b": torch.full((1, 1, b), -1.0 / b),
+                "nll": new(1, 1, b),
+            }
+        return self.buffers[b]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, b = y.shape
+        buf = self._buffers(k, b, x)
+        h = kernels.transpose(x.reshape(b, -1), buf["x"])
+        inputs, last = [], len(self.layers) - 1
+        for i, (layer, out) in enumerate(zip(self.layers, buf["acts"])):
+            inputs.append(h)
+            relu = self.relu and i < last
+            if isinstance(layer, SparseLinear):
+                kernels.spmm(layer.crow32, layer.col32, layer.values, h, out, layer.bias, layer.scale, relu)
+            else:
+                if layer.bias is None:
+                    torch.mm(layer.weight[0], h, out=out)
+                    if layer.scale != 1.0:
+                        out.mul_(layer.scale)
+                else:
+                    torch.addmm(layer.bias[0].unsqueeze(1), layer.weight[0], h, alpha=layer.scale, out=out)
+                if relu:
+                    out.relu_()
+            h = out
+        losses, gt = self._loss_grad(h.unsqueeze(0), y, buf)
+        gt, c = gt[0], 1.0  # the gradient w.r.t. a layer's output is c * gt, [out, B]
+        for i in range(last, -1, -1):
+            layer, inp = self.layers[i], inputs[i]
+            alpha = c * layer.scale
+            if isinstance(layer, SparseLinear):
+                kernels.sddmm(layer.crow32, layer.col32, gt, inp, layer.values.grad, alpha)
+            else:
+                layer.weight.grad[0].addmm_(gt, inp.t(), beta=0.0, alpha=alpha)
+            if layer.bias is not None:
+                bias_grad = layer.bias.grad.view(-1)
+                torch.sum(gt, 1, out=bias_grad)
+                if c != 1.0:
+                    bias_grad.mul_(c)
+            if i:
+                gin = buf["grads"][i - 1]
+                # relu'(z) = [a > 0] where a = relu(z) is the stored input
+                if isinstance(layer, SparseLinear):
+                    kernels.spmm(layer.crow_t32, layer.col_t32, layer.values, gt, gin, perm=layer.order_t32,
+                                 gate=inp if self.relu else None)
+                else:
+                    torch.mm(layer.weight[0].t(), gt, out=gin)
+                    if self.relu:
+                        torch.ops.aten.threshold_backward.grad_input(gin, inp, 0.0, grad_input=gin)
+                c *= layer.scale
+                gt = gin
+        self._update()
+        self.enforcer.apply()
+        return losses, h.t().unsqueeze(0).contiguous()

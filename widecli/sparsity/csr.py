@@ -8,6 +8,8 @@ pattern. The kept values and their updates are those of the dense masked path (s
 elementwise optimizer), so results agree within float tolerance; after training the layer is
 turned back into the dense [1, out, in] layout that `store.load_model` reads.
 
+On CPU the kernels are widecli's own (`sparsity.kernels`, numba) and one run's whole step is fused
+(`engine.steps.SparseFusedStep`); on GPUs PyTorch's CSR kernels (cuSPARSE) under autograd.
 Measured on CPU (benchmarks/sparse.py): it pays only at low connectivity, so `auto` picks it there.
 """
 
@@ -19,12 +21,14 @@ import torch
 from torch import nn
 
 from widecli.models.mlp import StackedLinear
+from widecli.sparsity import kernels
 
-# `auto` makes a masked layer sparse only on CPU, below this connectivity and above this size: the
-# crossover measured by benchmarks/sparse.py (CSR kernels run far below dense GEMM FLOP rates).
-# Against the fused dense MLP step (widecli.fused) CSR gains 1.08x at 0.1 and loses (0.81x) at 0.14.
-AUTO_MAX_CONNECTIVITY = 0.1
-AUTO_MIN_WEIGHTS = 1 << 16
+# `auto` makes a masked layer sparse only on CPU, at or below this connectivity and above this size:
+# the crossover measured by benchmarks/sparse.py (fused steps on both sides, one thread): the CSR
+# kernels spend ~4x the time per multiply-add of a dense GEMM, so CSR gains 1.04-1.06x at 0.25
+# and loses (0.66x) at 0.5.
+AUTO_MAX_CONNECTIVITY = 0.25
+AUTO_MIN_WEIGHTS = 2048
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -43,25 +47,38 @@ def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1) -> l
 
 
 class _CSRMatmul(torch.autograd.Function):
-    """y = x @ W.T for a CSR weight W [out, in] given by (pattern, values)."""
+    """y = x @ W.T for a CSR weight W [out, in] given by (pattern, values): the numba kernels of
+    `sparsity.kernels` on CPU, PyTorch's CSR kernels (cuSPARSE) elsewhere."""
 
     @staticmethod
     def forward(ctx, x, values, layer):
-        ctx.save_for_backward(x, values)
         ctx.layer = layer
-        return torch.sparse.mm(layer.csr(values), x.t().contiguous()).t()
+        cpu = x.device.type == "cpu"
+        xT = kernels.transpose(x) if cpu else x.t().contiguous()
+        ctx.save_for_backward(xT, values)
+        if cpu:
+            return kernels.spmm(layer.crow32, layer.col32, values, xT, x.new_empty(layer.out_features, len(x))).t()
+        return torch.sparse.mm(layer.csr(values), xT).t()
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, values = ctx.saved_tensors
+        xT, values = ctx.saved_tensors
         layer = ctx.layer
+        cpu = grad_out.device.type == "cpu"
+        gT = kernels.transpose(grad_out) if cpu else grad_out.t().contiguous()
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.sparse.mm(layer.csr_t(values), grad_out.t().contiguous()).t()
+            if cpu:
+                grad_x = kernels.spmm(layer.crow_t32, layer.col_t32, values, gT,
+                                      gT.new_empty(layer.in_features, gT.shape[1]), perm=layer.order_t32).t()
+            else:
+                grad_x = torch.sparse.mm(layer.csr_t(values), gT).t()
         if ctx.needs_input_grad[1]:
-            pattern = layer.csr(torch.zeros_like(values))
-            grad_values = torch.sparse.sampled_addmm(pattern, grad_out.t().contiguous(), x,
-                                                     beta=0.0).values()
+            if cpu:
+                grad_values = kernels.sddmm(layer.crow32, layer.col32, gT, xT, torch.empty_like(values))
+            else:
+                pattern = layer.csr(torch.zeros_like(values))
+                grad_values = torch.sparse.sampled_addmm(pattern, gT, xT.t(), beta=0.0).values()
         return grad_x, grad_values, None
 
 
@@ -83,6 +100,9 @@ class SparseLinear(nn.Module):
         self.register_buffer("crow_t", torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)]))
         self.register_buffer("col_t", rows[order])
         self.register_buffer("order_t", order)
+        # int32 copies for the CPU kernels (not saved: derived from the buffers above).
+        for name in ("crow", "col", "crow_t", "col_t", "order_t"):
+            self.register_buffer(name + "32", getattr(self, name).int(), persistent=False)
         self.values = nn.Parameter(dense.weight.detach()[0][rows, cols].clone())
         self.bias = nn.Parameter(dense.bias.detach()[0].clone()) if dense.bias is not None else None
 
