@@ -38,3 +38,19 @@ def test_store_scale_benchmark_runs_on_a_small_store(tmp_path):
     assert sizes == [99, 198]  # 50 factors x {sparse, dense} (factor 1 once) x seeds
     assert (tmp_path / "results2" / "report.md").stat().st_size > 0
     assert sum(1 for _ in (tmp_path / "results2" / "scale2").glob("*/result.json")) == 198
+
+
+def test_sparse_kernels_benchmark_checks_and_prints_widecli_kernels():
+    """It asserts its kernels' results against PyTorch's CSR kernels before printing any figure."""
+    proc = run("sparse_kernels.py", "--threads", "1", "--factor", "4", "--batch", "32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "widecli forward  kernels.spmm" in proc.stdout and "widecli CSR" in proc.stdout
+
+
+def test_vs_commit_compares_against_a_revision_and_cleans_up():
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    proc = run("vs_commit.py", "HEAD", "--hidden", "16", "--factors", "1", "4", "--rounds", "1", "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split() and line.split()[0] == "16"]
+    assert [r[1] for r in rows] == ["1", "4"] and all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    assert subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout == worktrees

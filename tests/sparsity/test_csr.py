@@ -80,3 +80,20 @@ def test_auto_picks_sparse_only_where_it_pays(make_recipe):
     assert sparse_layers("sparse", small, CPU) == ["fc1", "out"]
     high = spec_for(make_recipe, "auto", hidden=64, factor=2)     # connectivity ~0.5
     assert sparse_layers("auto", plan(high, (40,), 10), CPU) == []
+
+
+def test_only_widecli_linear_layers_become_csr(make_recipe):
+    """A convnet's masked classifier (an nn.Linear) stays dense even under backend: sparse."""
+    from widecli.methods import build
+
+    r = load_recipe(make_recipe({"data": {"dataset": "digits", "subset": 96}, "model": {"arch": "cnn", "width": 4},
+                                 "widen": {"layers": "all", "factors": [8], "methods": ["sparse"]},
+                                 "train": {"backend": "sparse"}}))
+    spec = make_spec(r, 8, "sparse", 0)
+    built = build([spec], (1, 8, 8), 10, CPU)
+    assert "fc" in built.plan.masked and len(built.plan.shapes["fc"]) == 2
+    assert "fc" in sparse_layers("sparse", built.plan, CPU)            # by the plan alone
+    assert sparse_layers("sparse", built.plan, CPU, model=built.model) == []
+    [out] = train([spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 1})})],
+                  load_dataset(spec.data, CPU), CPU)
+    assert out.final["backend"] == "dense"

@@ -182,7 +182,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     stack = Stack(k, any(is_stacked(m) for m in model.modules()), getattr(model, "solo_layout", None) == "squeeze")
     if k > 1 and not stack.stacked:
         raise ValueError(f"{spec.model.arch} cannot train stacked runs")
-    sparse = csr.sparse_layers(cfg.backend, built.plan, device, k)
+    sparse = csr.sparse_layers(cfg.backend, built.plan, device, k, model)
     csr.sparsify(model, built.masks, sparse)
     if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model.to(memory_format=torch.channels_last)  # NHWC: faster cuDNN convs (DESIGN: Training)

@@ -33,11 +33,16 @@ AUTO_MIN_WEIGHTS = 2048
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
-def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1) -> list[str]:
-    """Names of the masked layers that train as CSR weights under `backend` (dense|sparse|auto)."""
+def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1, model: nn.Module | None = None) -> list[str]:
+    """Names of the masked layers that train as CSR weights under `backend` (dense|sparse|auto).
+
+    Only linear layers that are widecli's own (top-level `StackedLinear`, as in `mlp`); given the
+    model, layers of any other kind (a user model's nn.Linear, a convnet's classifier) stay dense."""
     if backend == "dense" or stack > 1:
         return []  # CSR leaves hold one run; stacked seeds stay dense
     names = [n for n in plan.masked if len(plan.shapes[n]) == 2]
+    if model is not None:
+        names = [n for n in names if type(getattr(model, n, None)) is StackedLinear]
     if backend == "sparse":
         return names
     if device.type != "cpu":
