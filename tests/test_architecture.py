@@ -27,9 +27,10 @@ LAYERS = [
     ("cli", "__main__"),
 ]
 # Third-party modules that may be imported inside a function (with a comment saying why):
-# optional extras, and heavy libraries that only one loader or one plot needs.
+# optional extras, and heavy libraries that only one loader, one plot or one backend needs.
 LAZY_ALLOWED = {"ray", "submitit", "matplotlib", "sklearn", "mnist1d", "scipy", "torchvision", "psutil",
-                "mlxtend", "mlflow", "tensorboard", "wandb", "torch.utils.tensorboard"}
+                "mlxtend", "mlflow", "tensorboard", "wandb", "torch.utils.tensorboard",
+                "numba", "numba.core"}
 
 
 def _module_name(path: Path) -> str:

@@ -14,15 +14,27 @@ so a diverging run is still seen to diverge.
 
 from __future__ import annotations
 
+import functools
 import os
 
-import numba
 import numpy as np
 import torch
-from numba.core import codegen
+
+_FLAGS = {"reassoc", "contract", "nsz", "arcp"}
 
 
-def _prefer_512_bit_vectors() -> None:
+@functools.cache
+def _compiled():
+    """(spmm, sddmm) compiled by numba, loaded when a CSR layer first runs on CPU."""
+    import numba  # heavy (~160 ms to import): kept off every command's start-up
+    from numba.core import codegen  # numba's host CPU features, for the vector width below
+
+    _prefer_512_bit_vectors(numba, codegen)
+    jit = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", fastmath=_FLAGS)
+    return jit(_spmm), jit(_sddmm)
+
+
+def _prefer_512_bit_vectors(numba, codegen) -> None:
     """LLVM tunes recent Intel CPUs to prefer 256-bit vectors; these kernels load whole rows and run
     ~15% faster with 512-bit ones (benchmarks/sparse_kernels.py). Only on CPUs with AVX-512, and
     only where the user has not set NUMBA_CPU_NAME / NUMBA_CPU_FEATURES; numba reads the setting
@@ -34,12 +46,6 @@ def _prefer_512_bit_vectors() -> None:
         numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
 
 
-_prefer_512_bit_vectors()
-_FLAGS = {"reassoc", "contract", "nsz", "arcp"}
-_jit = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", fastmath=_FLAGS)
-
-
-@_jit
 def _spmm(crow, col, perm, vals, xT, bias, scale, relu, gate, yT):
     """yT[o] = act(scale * sum_k vals[perm[k]] * xT[col[k]] + bias[o]) over row o's kept weights.
 
@@ -82,7 +88,6 @@ def _spmm(crow, col, perm, vals, xT, bias, scale, relu, gate, yT):
                     y[j] = 0.0
 
 
-@_jit
 def _sddmm(crow, col, gT, xT, alpha, out):
     """out[k] = alpha * gT[o] . xT[col[k]] for each kept weight k of row o."""
     n, b = gT.shape
@@ -130,7 +135,7 @@ def spmm(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, xT: torch.
     then zero where gate <= 0 if a gate [rows, B] is given.
 
     All CPU float32 contiguous; crow, col, perm int32. Writes `out` and returns it."""
-    _spmm(crow.numpy(), col.numpy(), _EMPTY_I if perm is None else perm.numpy(), values.detach().numpy(),
+    _compiled()[0](crow.numpy(), col.numpy(), _EMPTY_I if perm is None else perm.numpy(), values.detach().numpy(),
           xT.numpy(), _EMPTY_F if bias is None else bias.detach().numpy(), np.float32(scale), relu,
           _EMPTY_F2 if gate is None else gate.numpy(), out.numpy())
     return out
@@ -139,5 +144,5 @@ def spmm(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, xT: torch.
 def sddmm(crow: torch.Tensor, col: torch.Tensor, gT: torch.Tensor, xT: torch.Tensor, out: torch.Tensor,
           alpha: float = 1.0) -> torch.Tensor:
     """out [nnz] = alpha * (gT @ xT.T) at the kept positions (crow, col) only."""
-    _sddmm(crow.numpy(), col.numpy(), gT.numpy(), xT.numpy(), np.float32(alpha), out.detach().numpy())
+    _compiled()[1](crow.numpy(), col.numpy(), gT.numpy(), xT.numpy(), np.float32(alpha), out.detach().numpy())
     return out
