@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pandas as pd
@@ -95,9 +96,14 @@ def test_tiny_real_ablation_and_rerun(two_layer, tmp_path):
                                                                              for s in (0, 1)))
     delta = summary.loc["widen=all", "best"] - summary.loc["reference", "best"]
     assert summary.loc["widen=all", "delta"] == pytest.approx(delta)
-    spread = summary.loc["widen=all", "best_std"] + summary.loc["reference", "best_std"]
-    assert summary.loc["widen=all", "beyond_spread"] == ("yes" if abs(delta) > spread else "no")
-    assert summary.loc["reference", "beyond_spread"] == "reference"
+    # The paired interval over 2 seeds: resample means are d0, (d0 + d1) / 2 or d1 (p = 1/4, 1/2, 1/4),
+    # so the 95% interval is [min, max] of the per-seed differences of the arms' best cells.
+    paired = sorted(acc[("all", "sparse", 2.0, s)] - acc[("first", "sparse", 2.0, s)] for s in (0, 1))
+    assert json.loads(summary.loc["widen=all", "delta_ci95"]) == pytest.approx(paired)
+    excludes = paired[0] > 0 or paired[1] < 0
+    assert summary.loc["widen=all", "ci_excludes_0"] == ("yes" if excludes else "no")
+    assert summary.loc["reference", "ci_excludes_0"] == "reference"
+    assert (summary["selected_by"] == "test").all()
 
     factors = pd.read_csv(summary_csv.with_name(summary_csv.stem + "-factors.csv"))
     assert set(factors["arm"]) == {"reference", "widen=all"} and (factors["seeds"] == 2).all()

@@ -29,8 +29,9 @@ ACC = {("sparse", 2): [0.83, 0.85, 0.84], ("sparse", 4): [0.86, 0.87, 0.85],
 ERK = {2: [0.84, 0.84, 0.84], 4: [0.80, 0.80, 0.80]}  # erk: best at f=2 and one seed of f=4 missing
 
 
-def _write(results, spec, test_acc, connectivity=0.5, status="ok"):
-    final = {"test_accuracy": test_acc, "train_accuracy": min(1.0, test_acc + 0.1), "epochs_run": 1}
+def _write(results, spec, test_acc, connectivity=0.5, status="ok", val_acc=None):
+    final = {"test_accuracy": test_acc, "train_accuracy": min(1.0, test_acc + 0.1), "epochs_run": 1,
+             **({"val_accuracy": val_acc} if val_acc is not None else {})}
     weights = {"budget": 100, "dense_weights": 200, "nonzeros": 100, "connectivity": connectivity}
     store.write_run(results, spec, [{"epoch": 1, "test_accuracy": test_acc}],
                     {"status": status, "final": final, "weights": weights})
@@ -56,6 +57,28 @@ def synthetic(tmp_path, make_recipe):
     return results, r
 
 
+def test_the_best_sparse_width_is_chosen_by_validation_and_reported_at_test(tmp_path, make_recipe):
+    """Test accuracy favours f=4, validation f=2: with a validation split Table 1 picks f=2 and
+    reports its test accuracy; dense wide and the fraction follow the pick."""
+    r = load_recipe(make_recipe({"data": {"validation": 100}, "widen": {"factors": [1, 2, 4]},
+                                 "seeds": [0, 1]}, name="val"))
+    results = tmp_path / "results"
+    cells = {(1, "dense"): ((0.80, 0.81), 0.80), (2, "sparse"): ((0.84, 0.85), 0.90),
+             (4, "sparse"): ((0.86, 0.87), 0.85), (2, "dense"): ((0.88, 0.89), 0.88),
+             (4, "dense"): ((0.90, 0.91), 0.90)}
+    for (f, method), (tests, val) in cells.items():
+        for seed, test in enumerate(tests):
+            _write(results, make_spec(r, f, method, seed), test, val_acc=val)
+    row = report.table1(studies(load_frame(results))).iloc[0]
+    assert (row["selected_by"], row["sparse_factor"]) == ("validation", 2)
+    assert row["sparse"] == pytest.approx(0.845) and row["dense"] == pytest.approx(0.885)
+    assert row["fraction"] == pytest.approx((0.845 - 0.805) / (0.885 - 0.805))
+    # One run without a validation accuracy (trained before data.validation existed): by test.
+    _write(results, make_spec(r, 4, "sparse", 1), 0.87)
+    row = report.table1(studies(load_frame(results))).iloc[0]
+    assert (row["selected_by"], row["sparse_factor"]) == ("test", 4)
+
+
 def test_table1_matches_hand_computation(synthetic):
     results, _ = synthetic
     df = load_frame(results)
@@ -72,6 +95,14 @@ def test_table1_matches_hand_computation(synthetic):
     per_seed = [0.06 / 0.10, 0.05 / 0.09, 0.04 / 0.08]
     assert prop["fraction_std"] == pytest.approx(statistics.stdev(per_seed))
     assert prop["fraction_seeds"] == 3
+    # Paired bootstrap over 3 seeds: every resample's mean lies between the per-seed extremes, and
+    # each extreme (all three draws the same seed) has probability 1/27 > 2.5%: the 95% intervals are
+    # [min, max] of the per-seed values. Δ sparse: 0.06, 0.05, 0.04; Δ dense: 0.10, 0.09, 0.08;
+    # fraction (a ratio of means lies between the per-seed ratios): 0.6, 0.556, 0.5.
+    assert prop["selected_by"] == "test"  # no validation split
+    assert prop["delta"] == pytest.approx(0.05) and json.loads(prop["delta_ci95"]) == pytest.approx([0.04, 0.06])
+    assert json.loads(prop["dense_delta_ci95"]) == pytest.approx([0.08, 0.10])
+    assert json.loads(prop["fraction_ci95"]) == pytest.approx([0.5, 0.6])
     assert (prop["linear_bottleneck"], prop["linear_bottleneck_factor"]) == pytest.approx((0.83, 2))
     assert prop["missing"] == 0 and prop["note"] == ""
 
@@ -132,7 +163,8 @@ def test_formats_parse_back(synthetic, tmp_path):
     assert header[:5] == ["recipe", "dataset", "model", "widened", "rule"] and len(rows) == 2
     assert all(len(r) == len(header) for r in rows)
     prop = dict(zip(header, rows[1]))
-    assert prop["baseline"] == "81.00 ± 1.00" and prop["fraction"].startswith("0.56 ± 0.05")
+    assert prop["baseline"] == "81.00 ± 1.00" and prop["fraction [95% CI]"] == "0.56 [0.50, 0.60]"
+    assert prop["Δ sparse [95% CI]"] == "+5.00 [+4.00, +6.00]" and prop["selected by"] == "test"
     assert prop["best sparse wide (f, connectivity)"] == "86.00 ± 1.00 (f=4, 0.25)"
 
     res = cli.invoke(app, ["report", str(results), "--table1", "--format", "latex", "--out", str(tmp_path / "o")])

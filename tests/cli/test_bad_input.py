@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import scipy.io
 import torch
 import yaml
+from disk_formats import write_idx
 from typer.testing import CliRunner
 
 from widecli.analysis.frame import load_frame
@@ -78,10 +78,6 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def write_idx(path: Path, array: np.ndarray, truncate: int = 0) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    body = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(body[: len(body) - truncate])
 
 
 def truncated_mnist(t: Ctx) -> list:

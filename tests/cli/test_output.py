@@ -110,7 +110,8 @@ def test_a_narrow_terminal_gets_one_block_per_study(committed_table1, width):
 
 def test_report_files_keep_the_full_table(committed_table1):
     d = display_table1(committed_table1)
-    assert {"baseline", "best sparse wide (f, connectivity)", "dense wide", "fraction", "note"} <= set(d.columns)
+    assert {"baseline", "best sparse wide (f, connectivity)", "selected by", "Δ sparse [95% CI]", "dense wide",
+            "fraction [95% CI]", "note"} <= set(d.columns)
 
 
 # ---------------------------------------------------------------- units

@@ -27,7 +27,7 @@ def test_the_paper_recipe_runs_the_official_learning_rate_of_each_width():
         base = width if s.method == "dense" else 8
         assert s.train.lr == OFFICIAL_LR[f"{base}_{width}"], (s.factor, s.method)
         assert s.train.epochs == 299 and s.train.batch_size == 256 and s.train.momentum == 0
-        assert s.model.init == "uniform" and s.data.normalize == "pixelwise_batch"
+        assert s.model.init == "uniform" and s.data.normalize == "pixelwise_batch_official"
 
 
 def _raw(**widen):
@@ -52,8 +52,8 @@ def test_values_enter_the_spec_and_the_run_id():
     ({"per_factor": {"train.lr": {1: 0.1}}}, ["widen.per_factor.train.lr", "factor 2"]),
     ({"per_factor": {"widen.layers": {1: "first", 2: "all"}}}, ["widen.per_factor.widen.layers", "cannot depend"]),
     ({"per_factor": {"train.lr": {1: 0.1, 2: -1}}}, ["train.lr", "-1"]),
-    ({"per_method_factor": {"linear_bottleneck": {"train.lr": {2: 0.1}}}},
-     ["widen.per_method_factor.linear_bottleneck", "not one of widen.methods"]),
+    ({"per_method_factor": {"sprase": {"train.lr": {2: 0.1}}}},
+     ["widen.per_method_factor.sprase", "unknown method", "did you mean 'sparse'"]),
     ({"per_method_factor": {"dense": {"train.lr": {4: 0.1}}}}, ["widen.per_method_factor.dense.train.lr", "factor 2"]),
 ])
 def test_bad_tables_are_one_line_errors(widen, words):
@@ -61,3 +61,13 @@ def test_bad_tables_are_one_line_errors(widen, words):
         expand(validate(_raw(**widen), "recipe.yaml"))
     message = str(e.value)
     assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_narrowing_the_grid_to_fewer_methods_is_legal_and_warns(tmp_path):
+    """--set widen.methods=[sparse] on the paper recipe: the dense table becomes unused, a warning."""
+    warnings = []
+    r = load_recipe(ROOT / "recipes" / "paper" / "mlp_mnist.yaml",
+                    ["widen.methods=[sparse]", "widen.factors=[1,4,16]", "seeds=[0,1,2]"], warn=warnings.append)
+    assert [s.method for s in expand(r)].count("sparse") == 6
+    assert len(warnings) == 1 and "widen.per_method_factor.dense: has no effect" in warnings[0]
+    assert "dense is not in widen.methods (sparse)" in warnings[0]

@@ -1,21 +1,15 @@
 """Data loading through the real code paths: offline sets, torchvision IDX files, npz."""
 
-import struct
-
 import numpy as np
 import pytest
 import torch
+from disk_formats import write_idx
 
 from widecli.config.schema import DataConfig
 from widecli.data.registry import describe
 from widecli.data.resident import augment, load_dataset
 from widecli.errors import DataError
 
-
-def write_idx(path, array: np.ndarray) -> None:
-    """The IDX format of MNIST: magic (0, 0, dtype=0x08 ubyte, ndim), big-endian dims, raw bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def fake_mnist(root, folder="MNIST", n_train=64, n_test=32, seed=0):

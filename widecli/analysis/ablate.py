@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from widecli.analysis import plots
+from widecli.analysis import plots, stats
 from widecli.analysis.frame import load_frame, ok_runs, studies
-from widecli.analysis.report import pm, render, study_row
+from widecli.analysis.report import best_wide, pm, render, study_row, with_interval
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe, validate
 from widecli.config.schema import Recipe, RunSpec
@@ -155,7 +155,7 @@ def _show(v) -> str:
 @dataclass
 class Comparison:
     factors: pd.DataFrame    # arm x method x factor: mean, std, seeds
-    summary: pd.DataFrame    # arm: Table 1 figures, delta to the reference, beyond seed spread
+    summary: pd.DataFrame    # arm: Table 1 figures, delta to the reference and its paired interval
     files: list[Path]
 
 
@@ -164,17 +164,19 @@ def compare(items: list[Arm], results: str | Path, name: str | None = None) -> C
     df = load_frame(results, [items[0].recipe.name], all_specs(items))
     frames = {a.name: df[df["run_id"].isin(set(a.run_ids))] for a in items}
     factors = pd.concat([_factor_rows(a, frames[a.name]) for a in items], ignore_index=True)
-    summary = pd.DataFrame([_summary_row(a, frames[a.name]) for a in items])
+    rows, per_seed = zip(*[_summary_row(a, frames[a.name]) for a in items])
+    summary = pd.DataFrame(list(rows))
     ref = summary.iloc[0]
     summary["delta"] = summary["best"] - ref["best"]
-    # Beyond the seed spread: the gap exceeds the two arms' seed std's together (±1 std bands do not
-    # overlap); unknown with a single seed.
-    spread = summary["best_std"] + ref["best_std"]
-    summary["beyond_spread"] = np.where(spread.isna(), "n/a (1 seed)",
-                                        np.where(summary["delta"].abs() > spread, "yes", "no"))
+    # Whether an arm differs from the reference: the paired-by-seed bootstrap interval of the
+    # difference of their best wide accuracies (the arms share seeds) excludes 0.
+    intervals = [stats.delta_interval(per_seed[0], p)[:2] for p in per_seed]
+    summary["delta_ci95"] = [stats.as_text(*ci) for ci in intervals]
+    summary["ci_excludes_0"] = [{True: "yes", False: "no", None: "n/a (< 2 paired seeds)"}[stats.excludes_zero(*ci)]
+                                for ci in intervals]
     # Without the reference arm (--no-reference) the first arm is the one compared against.
     first = "reference" if items[0].name == "reference" else "compared against"
-    summary.loc[0, ["delta", "beyond_spread"]] = [0.0, first]
+    summary.loc[0, ["delta", "delta_ci95", "ci_excludes_0"]] = [0.0, "", first]
     out = Path(results) / items[0].recipe.name
     stem = f"ablate-{_hash(items)}"
     files = _write(factors, summary, out, stem, name or title(items))
@@ -197,15 +199,19 @@ def _factor_rows(arm: Arm, df: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-def _summary_row(arm: Arm, df: pd.DataFrame) -> dict:
+def _summary_row(arm: Arm, df: pd.DataFrame) -> tuple[dict, pd.Series]:
+    """An arm's Table 1 figures, and the per-seed test accuracies of its best wide cell."""
     found = studies(df)
     study = next((s for s in found if s.sparse or not METHODS.get(arm.method).uses_sparsity), found[0])
     row = study_row(study, arm.method)
-    return {"arm": arm.name, "widened": _show(arm.recipe.widen.layers), "rule": arm.recipe.sparsity.rule,
-            "method": arm.method, "baseline": row["baseline"], "baseline_std": row["baseline_std"],
-            "best": row["sparse"], "best_std": row["sparse_std"], "best_factor": row["sparse_factor"],
-            "connectivity": row["sparse_connectivity"], "dense": row["dense"], "dense_factor": row["dense_factor"],
-            "fraction": row["fraction"], "fraction_std": row["fraction_std"], "note": row["note"]}
+    best = best_wide(study.rows, arm.method)
+    return ({"arm": arm.name, "widened": _show(arm.recipe.widen.layers), "rule": arm.recipe.sparsity.rule,
+             "method": arm.method, "baseline": row["baseline"], "baseline_std": row["baseline_std"],
+             "best": row["sparse"], "best_std": row["sparse_std"], "best_factor": row["sparse_factor"],
+             "selected_by": row["selected_by"], "connectivity": row["sparse_connectivity"], "dense": row["dense"],
+             "dense_factor": row["dense_factor"], "fraction": row["fraction"], "fraction_std": row["fraction_std"],
+             "fraction_ci95": row["fraction_ci95"], "note": row["note"]},
+            best["per_seed"] if best else pd.Series(dtype=float))
 
 
 def _hash(items: list[Arm]) -> str:
@@ -228,9 +234,10 @@ def display(c: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                                 s["connectivity"])]
     d["dense wide"] = ["-" if pd.isna(m) else f"{pm(m, np.nan)} (f={f_:g})"
                        for m, f_ in zip(s["dense"], s["dense_factor"])]
-    d["fraction"] = [pm(m, x, 1.0) for m, x in zip(s["fraction"], s["fraction_std"])]
-    d["Δ best vs reference"] = ["-" if pd.isna(v) else f"{100 * v:+.2f}" for v in s["delta"]]
-    d["beyond seed spread"] = s["beyond_spread"]
+    d["selected by"] = s["selected_by"].replace("", "-")
+    d["fraction [95% CI]"] = [with_interval(m, ci, 1.0) for m, ci in zip(s["fraction"], s["fraction_ci95"])]
+    d["Δ best vs reference [95% CI]"] = [with_interval(v, ci, 100.0, sign=True) for v, ci in zip(s["delta"], s["delta_ci95"])]
+    d["CI excludes 0"] = s["ci_excludes_0"]
     d["note"] = s["note"].replace("", "-")
     return wide, d
 

@@ -22,7 +22,8 @@ import torch
 from widecli.analysis.plots import plot_kernel_accuracy, plot_kernel_distance
 from widecli.config.expand import expand, make_spec
 from widecli.config.schema import Recipe, RunSpec
-from widecli.data.resident import load_dataset, normalize_batch
+from widecli.data import normalize
+from widecli.data.resident import load_dataset
 from widecli.errors import RecipeError
 from widecli.methods import METHODS, build, plan_weights
 from widecli.models.registry import arch
@@ -170,8 +171,8 @@ def inputs(recipe: Recipe, samples: int, split: str = "test") -> tuple[torch.Ten
     if samples > len(x):
         raise RecipeError(f"--samples: got {samples}; the {split} split of {recipe.data.dataset} has "
                           f"{len(x)} inputs")
-    # pixelwise_batch: the N inputs are normalized as one batch, as the model would see them.
-    return (normalize_batch(x[:samples], dim=0) if ds.per_batch_normalize else x[:samples]), ds.num_classes
+    # Per-batch normalization: the N inputs are normalized as one batch, as the model would see them.
+    return (normalize.per_batch(ds.per_batch, x[:samples], dim=0) if ds.per_batch else x[:samples]), ds.num_classes
 
 
 def reference_factor(recipe: Recipe, x: torch.Tensor, num_classes: int, device) -> float:

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from widecli.analysis.frame import Study, ok_runs, short_label
+from widecli.analysis.report import with_interval
 from widecli.execute.preflight import size
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
@@ -353,7 +354,7 @@ def sweep_summary(summary: SweepSummary) -> None:
 ABBREVIATIONS = {"epochs": "ep", "normalize": "norm", "scope": "scope", "batch_size": "bs", "weight_decay": "wd",
                  "parameterization": "param", "granularity": "gran", "optimizer": "opt", "schedule": "sched"}
 # Columns a narrow terminal drops first (the files keep them all).
-OPTIONAL = ("lin. bottl.", "nonlin. bottl.", "note", "model", "rule", "widened")
+OPTIONAL = ("lin. bottl.", "nonlin. bottl.", "note", "model", "Δ sparse [95% CI]", "rule", "widened")
 
 
 def _pm(mean, std, digits: int = 2) -> str:
@@ -377,18 +378,19 @@ def table1_compact(t: pd.DataFrame, width: int) -> Table | Text:
                "widened": r.get("widened", "-"), "rule": r.get("rule", "-"),
                "base %": _pm(r["baseline"], r["baseline_std"]),
                "sparse % (f, conn.)": "-" if pd.isna(r["sparse"]) else
-               f"{_pm(r['sparse'], r.get('sparse_std'))} (f{r['sparse_factor']:g}, {r['sparse_connectivity']:.2g})",
+               f"{_pm(r['sparse'], r.get('sparse_std'))} (f{r['sparse_factor']:g}, {r['sparse_connectivity']:.2g}"
+               f"{', by val.' if r.get('selected_by') == 'validation' else ''})",
                "dense % (f)": "-" if pd.isna(r["dense"]) else f"{_pm(r['dense'], r.get('dense_std'))} "
                                                                    f"(f{r['dense_factor']:g})",
-               "fraction": "-" if pd.isna(r["fraction"]) else
-               f"{r['fraction']:.2f}" + ("" if pd.isna(r["fraction_std"]) else f"±{r['fraction_std']:.2f}")}
+               "Δ sparse [95% CI]": with_interval(r.get("delta"), r.get("delta_ci95", ""), 100.0, sign=True, digits=1),
+               "fraction [95% CI]": with_interval(r["fraction"], r.get("fraction_ci95", ""), 1.0)}
         for m, name in (("linear_bottleneck", "lin. bottl."), ("nonlinear_bottleneck", "nonlin. bottl.")):
             if m in t:
                 row[name] = "-" if pd.isna(r[m]) else f"{_pm(r[m], r[f'{m}_std'], 1)} (f{r[f'{m}_factor']:g})"
         row["note"] = r.get("note") or "-"
         rows.append(row)
     d = pd.DataFrame(rows)
-    d = d[[c for c in d.columns if c in ("study", "base %", "fraction") or (d[c] != "-").any()]]
+    d = d[[c for c in d.columns if c in ("study", "base %", "fraction [95% CI]") or (d[c] != "-").any()]]
     full = {c: int(max(d[c].map(len).max(), len(c))) for c in d.columns}
     text = ("study", "model", "note")
 
@@ -416,15 +418,16 @@ def table1_compact(t: pd.DataFrame, width: int) -> Table | Text:
 
 
 def fit_words(s: str, width: int) -> str:
-    """`s` cut to `width` at a space (a trailing … says so), never inside a word or a number."""
+    """`s` cut to `width` at a space (a trailing " …" says so: "ep=100 …" cannot be read as a cut
+    "ep=1000"), never inside a word or a number."""
     if len(s) <= width:
         return s
     words, kept = s.split(" "), ""
     for w in words:
-        if len(kept) + len(w) + (1 if kept else 0) > width - 1:
+        if len(kept) + len(w) + (1 if kept else 0) > width - 2:
             break
         kept += (" " if kept else "") + w
-    return (kept or s[: width - 1].rsplit(" ", 1)[0][: width - 1]) + "…"
+    return f"{kept} …" if kept else s[: width - 1] + "…"
 
 
 def short(v) -> str:

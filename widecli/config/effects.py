@@ -66,6 +66,12 @@ def ineffective(r: Recipe) -> list[tuple[str, str]]:
         out += [(f"sparsity.{k}", why + GRID) for k in sorted(s.model_fields_set)]
     elif s.connectivity and s.rule != "custom":
         out.append(("sparsity.connectivity", f"per-layer connectivities apply to rule custom, not {s.rule}"))
+    for method in r.widen.per_method_factor:
+        if method not in r.widen.methods:
+            out.append((f"widen.per_method_factor.{method}",
+                        f"{method} is not in widen.methods ({', '.join(r.widen.methods)})" + GRID))
+    if d.subset_draw != "fixed" and d.subset is None:
+        out.append(("data.subset_draw", "a subset is drawn only when data.subset is set"))
     if not wide and _given(r.widen, "layers"):
         out.append(("widen.layers", "every factor is 1 (the dense baseline widens nothing)" + GRID))
     if d.pipeline == "device" and _given(d, "workers"):

@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from widecli.config import identity
+from widecli.data.normalize import OFFICIAL_DATASETS
 from widecli.data.registry import DATASETS
 from widecli.errors import RecipeError
 from widecli.methods import METHODS
@@ -44,11 +45,39 @@ class DataConfig(_Strict):
     download: bool = Field(True, description="download torchvision data sets if missing")
     subset: int | None = Field(None, ge=1, description="use only this many training examples")
     path: str | None = Field(None, description="npz file (dataset: npz) with x_train, y_train, x_test, y_test")
-    normalize: Literal["standard", "pixelwise", "pixelwise_batch", "none"] = Field(
+    subset_draw: Literal["fixed", "seed"] = Field(
+        "fixed", description="fixed: the same data.subset for every run; seed: drawn with the run's seed "
+                             "(the official MLP code's protocol; such runs do not stack)")
+    validation: int | None = Field(
+        None, ge=1, description="hold this many training-side images out as a validation split, evaluated "
+                                "every epoch; reports then choose the best widening factor by it (mnist5k: "
+                                "taken from its 2,952 non-training digits, so training keeps 2,048)")
+    normalize: Literal["standard", "pixelwise", "pixelwise_batch_official", "pixelwise_batch_zero", "none"] = Field(
         "standard", description="standard: per-channel mean/std of the training set; pixelwise: per-pixel "
-                                "mean/std of the training set; pixelwise_batch: each batch by its own per-pixel "
-                                "mean/std (the official MLP code's --normalize_pixelwise; evaluation in batches "
-                                "of 1,000)")
+                                "mean/std of the training set; pixelwise_batch_official: each batch by its own "
+                                "per-pixel statistics exactly as the official MLP code computes them (global "
+                                "MNIST Normalize first, numpy float32: batch-constant pixels become -1 in "
+                                "training batches of 256 and +1 in test batches of 1,000); "
+                                "pixelwise_batch_zero: the same on raw pixels, batch-constant pixels become 0 "
+                                "(what the code meant). Per-batch variants evaluate in batches of 1,000")
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _renamed(cls, v):
+        if v == "pixelwise_batch":
+            raise ValueError("pixelwise_batch was split in two: pixelwise_batch_official (what the official "
+                             "MLP code computes: batch-constant pixels become +-1) or pixelwise_batch_zero "
+                             "(batch-constant pixels become 0)")
+        return v
+
+    @model_validator(mode="after")
+    def _official_is_mnist(self) -> "DataConfig":
+        if self.normalize == "pixelwise_batch_official" and self.dataset not in OFFICIAL_DATASETS:
+            raise ValueError(f"data.normalize: pixelwise_batch_official repeats the official MNIST loader "
+                             f"(Normalize((0.1307,), (0.3081,)) first); allowed with data.dataset "
+                             f"{' or '.join(OFFICIAL_DATASETS)}, not {self.dataset}; use pixelwise_batch_zero")
+        return self
+
     pipeline: Literal["auto", "device", "stream"] = Field(
         "auto", description="device: whole data set resident on the device; stream: DataLoader workers")
     workers: int = Field(4, ge=0, description="DataLoader worker processes for the stream pipeline")
@@ -230,9 +259,12 @@ class Recipe(_Strict):
     def _per_factor_covers_the_grid(self) -> "Recipe":
         tables = [(f"widen.per_factor.{k}", k, t, self.widen.factors) for k, t in self.widen.per_factor.items()]
         for method, keyed in self.widen.per_method_factor.items():
+            try:
+                _registered(METHODS, method)
+            except ValueError as e:
+                raise ValueError(f"widen.per_method_factor.{method}: {e}") from None
             if method not in self.widen.methods:
-                raise ValueError(f"widen.per_method_factor.{method}: not one of widen.methods "
-                                 f"({', '.join(self.widen.methods)})")
+                continue  # a narrowed grid (--set widen.methods=[sparse]): config.effects warns
             wide = [f for f in self.widen.factors if f != 1]
             tables += [(f"widen.per_method_factor.{method}.{k}", k, t, wide) for k, t in keyed.items()]
         for where, key, table, factors in tables:

@@ -2,7 +2,7 @@
 
 Adding a data set is one loader function and one line in _BUILTIN (or, from a user's package, an
 entry point in the group `widecli.datasets`, or `data.dataset: module:function`). `load_arrays`
-applies the recipe's subset and normalization; `describe` gives (input_shape, num_classes) for
+applies the recipe's subset, validation split and normalization (data.splits, data.normalize); `describe` gives (input_shape, num_classes) for
 planning without loading.
 """
 
@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from widecli.data import stream
+from widecli.data import normalize, splits, stream
+from widecli.data.splits import Splits
 from widecli.errors import DataError
 from widecli.registry import Registry
 
@@ -315,27 +316,18 @@ for _name, _loader in _BUILTIN.items():
     DATASETS.add(_name, _loader)
 
 
-def load_arrays(cfg) -> Arrays:
-    """The normalized, subset arrays of a data config, on the CPU."""
+def load_arrays(cfg, seed: int | None = None) -> Splits:
+    """The training, validation (data.validation) and test arrays of a data config, on the CPU,
+    subset and normalized; `seed` draws the training subset when data.subset_draw is `seed`."""
     x_train, y_train, x_test, y_test = DATASETS.get(cfg.dataset)(cfg)
-    if cfg.subset is not None:
-        # A fixed subset (independent of the run's seed): it is part of the data, not the run.
-        idx = np.random.default_rng(0).permutation(len(y_train))[: cfg.subset]
-        x_train, y_train = x_train[idx], y_train[idx]
-    x_train, x_test = _normalize(cfg.normalize, x_train, x_test)
-    return x_train, y_train, x_test, y_test
-
-
-def _normalize(kind: str, x_train: np.ndarray, x_test: np.ndarray):
-    if kind in ("none", "pixelwise_batch"):  # pixelwise_batch: each batch on the device (data.resident)
-        return x_train, x_test
-    if kind == "pixelwise":
-        mean, std = x_train.mean(0, keepdims=True), x_train.std(0, keepdims=True)
-    else:  # per channel for images [N, C, ...], one scalar for flat features [N, D]
-        axes = (0, *range(2, x_train.ndim)) if x_train.ndim > 2 else (0, 1)
-        mean, std = x_train.mean(axes, keepdims=True), x_train.std(axes, keepdims=True)
-    std = np.where(std > 1e-8, std, 1.0)
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+    s = splits.split(x_train, y_train, x_test, y_test, subset=cfg.subset, validation=cfg.validation,
+                     draw_seed=seed if cfg.subset_draw == "seed" else None,
+                     validation_from_test=cfg.dataset in VALIDATION_FROM_TEST, dataset=cfg.dataset)
+    s.x_train, s.x_test, *val = normalize.by_training_set(cfg.normalize, s.x_train, s.x_test,
+                                                          *([s.x_val] if s.x_val is not None else []))
+    if val:
+        s.x_val = val[0]
+    return s
 
 
 def num_classes(y_train: np.ndarray, y_test: np.ndarray) -> int:
@@ -351,6 +343,10 @@ SHAPES = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 2
           "imagenet": ((3, 224, 224), 1000)}
 
 NO_FLIP = {"svhn"}  # digits are not mirror symmetric
+# data.validation comes from the non-training images of these (mnist5k: its 2,952 test-side digits
+# hold the validation images, so the training set stays the official 2,048); elsewhere from the
+# training images not used for training.
+VALIDATION_FROM_TEST = {"mnist5k"}
 
 
 def describe(cfg) -> tuple[tuple[int, ...], int]:
@@ -359,5 +355,5 @@ def describe(cfg) -> tuple[tuple[int, ...], int]:
         return SHAPES[cfg.dataset]
     if cfg.dataset in stream.FOLDER_DATASETS:  # class folders only: no image decoded
         return stream.describe(cfg)
-    x_train, y_train, _, y_test = load_arrays(cfg)
-    return tuple(x_train.shape[1:]), num_classes(y_train, y_test)
+    s = load_arrays(cfg)
+    return tuple(s.x_train.shape[1:]), num_classes(s.y_train, s.y_test)

@@ -12,15 +12,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from widecli.data import stream
+from widecli.data import normalize, stream
 from widecli.data.registry import NO_FLIP, SHAPES, load_arrays, num_classes
 from widecli.rng import generator
 
 EVAL_BATCH = 4096
-# pixelwise_batch: the official MLP code (MLP/utils.py, pixelwise_normalization) evaluates in batches
-# of 1,000, each normalized by itself with numpy's np.std: the population std (no Bessel correction).
-EVAL_BATCH_PER_BATCH_NORM = 1000
-BATCH_STD_CORRECTION = 0
 
 
 @dataclass
@@ -31,32 +27,34 @@ class DeviceDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
-    per_batch_normalize: bool = False   # data.normalize pixelwise_batch: each batch by its own statistics
+    per_batch: str | None = None          # data.normalize pixelwise_batch_*: each batch by its own statistics
+    x_val: torch.Tensor | None = None     # data.validation
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of "train", "val" or "test"."""
+        return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}[name]
 
-def load_dataset(cfg, device: str | torch.device = "cpu") -> DeviceDataset | stream.StreamDataset:
-    """Load a data set and put it on the device, whole (or a StreamDataset: data.pipeline)."""
+
+def load_dataset(cfg, device: str | torch.device = "cpu", seed: int | None = None
+                 ) -> DeviceDataset | stream.StreamDataset:
+    """Load a data set and put it on the device, whole (or a StreamDataset: data.pipeline); `seed`
+    (the run's) draws the training subset where data.subset_draw is `seed`, else is ignored."""
     if stream.streamed(cfg, device):
         return stream.load_stream(cfg)
-    x_train, y_train, x_test, y_test = load_arrays(cfg)
-    classes = max(num_classes(y_train, y_test), SHAPES.get(cfg.dataset, (None, 0))[1])
+    s = load_arrays(cfg, seed)
+    classes = max(num_classes(s.y_train, s.y_test), SHAPES.get(cfg.dataset, (None, 0))[1])
 
     def put(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
-    return DeviceDataset(cfg.dataset, put(x_train), put(y_train), put(x_test), put(y_test), classes,
-                         cfg.normalize == "pixelwise_batch")
-
-
-def normalize_batch(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Each feature (pixel) of a batch by the batch's own mean and std over `dim`, as the official
-    MLP code's --normalize_pixelwise does; a feature constant over the batch (std 0) becomes 0."""
-    mean = x.mean(dim, keepdim=True)
-    std = x.std(dim, keepdim=True, correction=BATCH_STD_CORRECTION)
-    return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return DeviceDataset(cfg.dataset, put(s.x_train), put(s.y_train), put(s.x_test), put(s.y_test), classes,
+                         cfg.normalize if cfg.normalize in normalize.PER_BATCH else None,
+                         put(s.x_val), put(s.y_val))
 
 
 def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
@@ -106,18 +104,26 @@ class ResidentBatches:
             x = d.x_train.index_select(0, idx.reshape(-1)).view(k, idx.shape[1], *self.input_shape)
             if self.augment:
                 x = torch.cat([augment(x[j:j + 1], g, flip=self.flip) for j, g in enumerate(self.augment_gens)])
-            if d.per_batch_normalize:
-                x = normalize_batch(x, dim=1)  # each run's batch by its own statistics
+            if d.per_batch:
+                x = normalize.per_batch(d.per_batch, x, dim=1)  # each run's batch by its own statistics
             yield x, self.shard(labels[:, i:i + bs])
 
     def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's share of a split, in large batches (x [B, ...], y [B])."""
-        x, y = (self.data.x_test, self.data.y_test) if split == "test" else (self.data.x_train, self.data.y_train)
+        """This rank's share of a split ("train", "val" or "test"), in large batches (x [B, ...], y [B]).
+
+        Per-batch normalization: the test and validation splits in batches of 1,000 (the official
+        test_batch_size), the training split in training-sized batches (as training saw it)."""
+        x, y = self.data.split(split)
         index = self.shard(torch.arange(len(y), device=y.device).view(1, -1))[0]
-        per_batch = self.data.per_batch_normalize
-        for chunk in index.split(EVAL_BATCH_PER_BATCH_NORM if per_batch else EVAL_BATCH):
+        per_batch = self.data.per_batch
+        size = (self.batch_size if split == "train" else normalize.EVAL_BATCH_PER_BATCH) if per_batch else EVAL_BATCH
+        for chunk in index.split(size):
             lo, hi = int(chunk[0]), int(chunk[-1]) + 1      # contiguous: slices, no gather
-            yield (normalize_batch(x[lo:hi], dim=0) if per_batch else x[lo:hi]), y[lo:hi]
+            yield (normalize.per_batch(per_batch, x[lo:hi], dim=0) if per_batch else x[lo:hi]), y[lo:hi]
 
     def eval_size(self, split: str) -> int:
-        return len(self.data.y_test if split == "test" else self.data.y_train)
+        return len(self.data.split(split)[1])
+
+    @property
+    def has_validation(self) -> bool:
+        return self.data.y_val is not None

@@ -138,6 +138,10 @@ def resident_limit(device: torch.device) -> int:
 
 def load_stream(cfg) -> StreamDataset:
     """The streaming data set of a folder config (no image is decoded here)."""
+    if cfg.validation or cfg.subset_draw != "fixed":
+        key = "data.validation" if cfg.validation else "data.subset_draw"
+        raise DataError(f"{key}: not supported for a streamed image folder (data.pipeline stream); "
+                        f"put the held-out images in a folder of their own, or use pipeline device")
     root, classes = folder(cfg), class_names(cfg)
     train = image_folder(root / "train", train_transform())
     test = image_folder(root / "val", eval_transform(), train.classes)
@@ -191,6 +195,7 @@ class StreamBatches:
     shard: this rank's columns of a global batch of indices (engine.dist.shard; identity alone)."""
 
     generators: list = []  # the order comes from a generator per (seed, epoch): nothing to checkpoint
+    has_validation = False  # data.validation is refused for streamed folders (load_stream)
 
     def __init__(self, data: StreamDataset, seed: int, batch_size: int, device: torch.device,
                  shard: Callable[[torch.Tensor], torch.Tensor]):

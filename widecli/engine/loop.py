@@ -80,10 +80,14 @@ class EpochResult:
     test_loss: torch.Tensor
     test_accuracy: torch.Tensor
     seconds: float
+    val_loss: torch.Tensor | None = None         # data.validation
+    val_accuracy: torch.Tensor | None = None
 
 
 def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callbacks: list, cfg, dist) -> None:
-    """Train from state.epoch to cfg.epochs, or until every run has diverged."""
+    """Train from state.epoch to cfg.epochs, or until every run has diverged.
+
+    test() gives {"test": (loss, accuracy)} per run, and "val" with a validation split."""
     k = state.k
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -100,10 +104,10 @@ def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callb
                 loss_sum.add_(losses, alpha=y.shape[1])
                 correct.add_((out.argmax(-1) == y).sum(1))
         dist.all_reduce(loss_sum, correct)  # every rank's share of the epoch
-        test_loss, test_acc = test()
+        scores = test()
         n = source.train_size
-        result = EpochResult(epoch + 1, lr, (loss_sum / n).cpu(), (correct / n).cpu(), test_loss, test_acc,
-                             time.perf_counter() - t0)
+        result = EpochResult(epoch + 1, lr, (loss_sum / n).cpu(), (correct / n).cpu(), *scores["test"],
+                             time.perf_counter() - t0, *scores.get("val", (None, None)))
         state.epoch = epoch + 1
         for callback in callbacks:
             callback(state, result)
@@ -118,10 +122,12 @@ def record_rows(state: LoopState, r: EpochResult) -> None:
     """One metrics.csv row per epoch for every run still training."""
     for j in range(state.k):
         if state.alive[j]:
-            state.rows[j].append({"epoch": r.epoch, "lr": r.lr, "train_loss": float(r.train_loss[j]),
-                                  "train_accuracy": float(r.train_accuracy[j]),
-                                  "test_loss": float(r.test_loss[j]),
-                                  "test_accuracy": float(r.test_accuracy[j]), "seconds": r.seconds})
+            row = {"epoch": r.epoch, "lr": r.lr, "train_loss": float(r.train_loss[j]),
+                   "train_accuracy": float(r.train_accuracy[j]), "test_loss": float(r.test_loss[j]),
+                   "test_accuracy": float(r.test_accuracy[j])}
+            if r.val_loss is not None:
+                row.update(val_loss=float(r.val_loss[j]), val_accuracy=float(r.val_accuracy[j]))
+            state.rows[j].append({**row, "seconds": r.seconds})
 
 
 def stop_diverged(state: LoopState, r: EpochResult) -> None:
@@ -203,8 +209,9 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
         callbacks.append(save_checkpoints(ckpt, cfg.checkpoint_every, model, opt, built.masks, source.generators))
     if on_epoch:
         callbacks.append(report_progress(on_epoch))
+    splits = ["test", *(["val"] if source.has_validation else [])]
     epoch_loop(state, model, opt, _Batches(source, cfg.batch_size), step,
-               lambda: evaluate(model, source, "test", stack, amp, dist), callbacks, cfg, dist)
+               lambda: {s: evaluate(model, source, s, stack, amp, dist) for s in splits}, callbacks, cfg, dist)
 
     # Train metrics above are running averages over the epoch; the final ones are a clean pass.
     train_loss, train_acc = evaluate(model, source, "train", stack, amp, dist)
@@ -216,6 +223,8 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
         final = {"test_accuracy": rows[-1]["test_accuracy"], "test_loss": rows[-1]["test_loss"],
                  "train_accuracy": float(train_acc[j]), "train_loss": float(train_loss[j]),
                  "best_test_accuracy": max(r["test_accuracy"] for r in rows),
+                 **({"val_accuracy": rows[-1]["val_accuracy"], "val_loss": rows[-1]["val_loss"]}
+                    if "val_accuracy" in rows[-1] else {}),
                  "epochs_run": len(rows), "diverged_at_epoch": state.diverged_at[j],
                  "wall_time_s": wall / k, "stacked_with": k, "backend": "sparse" if sparse else "dense",
                  "sparse_layers": ",".join(sparse), "fused_step": fused, **env, "threads_rule": threads_rule}

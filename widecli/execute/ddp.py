@@ -106,7 +106,7 @@ def _worker(r: int, ranks: list[str], port: int, specs, checkpoint_dir, events, 
         def on_epoch(*args):
             if r == 0:
                 events.put(("epoch", args))
-        outcomes = fit(specs, load_dataset(specs[0].data, device), device, on_epoch, checkpoint_dir)
+        outcomes = fit(specs, load_dataset(specs[0].data, device, specs[0].seed), device, on_epoch, checkpoint_dir)
         if r == 0:
             # As bytes: tensors put on a queue would be shared-memory handles of an exiting process.
             buf = io.BytesIO()

@@ -96,8 +96,8 @@ def should_stack(specs: list, device: torch.device, input_shape=None, num_classe
         return False
     if len({x.seed for x in specs}) != len(specs) or len({x.stack_key() for x in specs}) != 1:
         return False
-    if s.train.backend == "sparse":
-        return False
+    if s.train.backend == "sparse" or s.data.subset_draw == "seed":
+        return False  # CSR weights hold one run; each run its own training subset
     if input_shape is None:
         input_shape, num_classes = describe(s.data)
     p = plan_weights(s, input_shape, num_classes)

@@ -94,11 +94,13 @@ _datasets: dict[tuple[str, str], object] = {}
 
 
 def dataset(spec: RunSpec, device: torch.device):
-    """The data set of a run, loaded once per process and device."""
-    key = (spec.data.model_dump_json(), str(device))
+    """The data set of a run, loaded once per process and device (per seed where the run's seed
+    draws its training subset: data.subset_draw seed)."""
+    seed = spec.seed if spec.data.subset_draw == "seed" else None
+    key = (spec.data.model_dump_json(), str(device), seed)
     if key not in _datasets:
         _datasets.clear()  # keep one: a process sweeping several data sets must not hoard them on the GPU
-        _datasets[key] = load_dataset(spec.data, device)
+        _datasets[key] = load_dataset(spec.data, device, spec.seed)
     return _datasets[key]
 
 
@@ -130,7 +132,8 @@ def train_group(specs: list[RunSpec], device: torch.device, ds, on_epoch: Callab
     for o in outcomes:
         result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights,
                   "data": {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
-                           "train_size": len(ds.y_train), "test_size": len(ds.y_test)}}
+                           "train_size": len(ds.y_train), "test_size": len(ds.y_test),
+                           **({"val_size": len(ds.y_val)} if getattr(ds, "y_val", None) is not None else {})}}
         if trace:
             result["traceback"] = trace
         written.append((o, result))
