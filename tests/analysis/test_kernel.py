@@ -151,3 +151,22 @@ def test_cli_factors_option_and_errors(make_recipe, tmp_path):
     assert bad.exit_code == 2 and "--samples" in bad.output and "inputs" in bad.output
     bad = CliRunner().invoke(app, ["kernel", str(path), "--factors", "1,x", "--results", str(tmp_path)])
     assert bad.exit_code == 2 and "--factors" in bad.output
+
+
+def test_inputs_are_what_evaluation_feeds_the_model(tmp_path):
+    """Official per-batch numerics: the kernel's N test inputs are the first rows of the first
+    evaluation batch of 1,000, normalized as a whole (batch-constant pixels +1, as at test time)."""
+    from widecli.data import normalize
+    from widecli.data.resident import load_dataset
+
+    r = Recipe.model_validate({"name": "k", "data": {"dataset": "mnist5k", "root": str(tmp_path),
+                                                     "normalize": "pixelwise_batch_official"},
+                               "model": {"hidden": [8]}, "train": {"batch_size": 256}})
+    x, classes = kernel.inputs(r, 300, "test")
+    ds = load_dataset(r.data)
+    expected = normalize.per_batch("pixelwise_batch_official", ds.x_test[:1000], dim=0)[:300]
+    assert classes == 10 and torch.equal(x, expected)
+    assert (x.reshape(300, -1)[:, 0] == 1).all()                 # a background pixel: +1, not 0
+    train, _ = kernel.inputs(r, 300, "train")                    # training-sized batches: 256 + 44 of the next
+    assert torch.equal(train[256:], normalize.per_batch("pixelwise_batch_official", ds.x_train[256:512], dim=0)[:44])
+    assert (train.reshape(300, -1)[:, 0] == -1).all()

@@ -22,8 +22,7 @@ import torch
 from widecli.analysis.plots import plot_kernel_accuracy, plot_kernel_distance
 from widecli.config.expand import expand, make_spec
 from widecli.config.schema import Recipe, RunSpec
-from widecli.data import normalize
-from widecli.data.resident import load_dataset
+from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.errors import RecipeError
 from widecli.methods import METHODS, build, plan_weights
 from widecli.models.registry import arch
@@ -165,14 +164,22 @@ def kernel_specs(recipe: Recipe) -> list[RunSpec]:
 
 
 def inputs(recipe: Recipe, samples: int, split: str = "test") -> tuple[torch.Tensor, int]:
-    """The first `samples` normalized inputs of the recipe's data set, and its number of classes."""
+    """The first `samples` inputs of a split exactly as evaluation feeds them to the model, and the
+    number of classes. (Per-batch normalization: each evaluation batch by itself - batches of 1,000
+    of the test split, training-sized batches of the training split - so the kernel sees what the
+    model sees; with the official numerics, +1 or -1 on batch-constant pixels.)"""
     ds = load_dataset(recipe.data)
-    x = ds.x_test if split == "test" else ds.x_train
-    if samples > len(x):
+    if samples > len(ds.split(split)[1]):
         raise RecipeError(f"--samples: got {samples}; the {split} split of {recipe.data.dataset} has "
-                          f"{len(x)} inputs")
-    # Per-batch normalization: the N inputs are normalized as one batch, as the model would see them.
-    return (normalize.per_batch(ds.per_batch, x[:samples], dim=0) if ds.per_batch else x[:samples]), ds.num_classes
+                          f"{len(ds.split(split)[1])} inputs")
+    source = ResidentBatches(ds, [recipe.seeds[0]], recipe.train.batch_size, False, lambda i: i)
+    first, got = [], 0
+    for x, _ in source.eval_batches(split):
+        first.append(x)
+        got += len(x)
+        if got >= samples:
+            break
+    return torch.cat(first)[:samples], ds.num_classes
 
 
 def reference_factor(recipe: Recipe, x: torch.Tensor, num_classes: int, device) -> float:
