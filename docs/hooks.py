@@ -1,7 +1,8 @@
 """MkDocs hooks: the pages that must not drift from the code are generated at build time.
 
 - A fenced block ```` ```widecli:recipe-keys ```` becomes the recipe reference, read from the pydantic
-  models in `widecli/config/schema.py` (key, type, default, constraints, description).
+  models in `widecli/config/schema.py` (key, type, default, constraints, description) and the
+  execution-only keys of `widecli/config/identity.py`.
 - ```` ```widecli:cli ```` becomes the CLI reference, read from the Typer app `widecli.cli.app.app`
   (each command's usage, help and options, as `--help` shows them).
 - ```` ```widecli:layers ```` (body: one `package: what lives there` line per layer) becomes the layer
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 
 # The code itself, so the generated pages cannot drift from it.
 from widecli.cli.app import app
+from widecli.config.identity import EXECUTION_KEYS
 from widecli.config.schema import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,13 +100,16 @@ def recipe_keys() -> str:
         if model.__doc__ and "Usage docs" not in model.__doc__:
             out += [_cell(" ".join(model.__doc__.split())), ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        out += [_row(f"{name}.{key}", field) for key, field in model.model_fields.items()]
+        out += [_row(f"{name}.{key}", field, execution=key in EXECUTION_KEYS.get(name, ()))
+                for key, field in model.model_fields.items()]
     return "\n".join(out)
 
 
-def _row(key: str, field) -> str:
+def _row(key: str, field, execution: bool = False) -> str:
     limits = _constraints(field)
     meaning = _cell(field.description or "") + (f" ({limits})" if limits else "")
+    if execution:
+        meaning += " *Execution key: not part of the run id.*"
     return f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {meaning} |"
 
 
