@@ -98,7 +98,7 @@ def recipe_keys() -> str:
     for name, model, _ in sections:
         out += ["", f"## `{name}` {{ #{name} }}", ""]
         if model.__doc__ and "Usage docs" not in model.__doc__:
-            out += [_cell(" ".join(model.__doc__.split())), ""]
+            out += [_text(model.__doc__), ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
         out += [_row(f"{name}.{key}", field, execution=key in EXECUTION_KEYS.get(name, ()))
                 for key, field in model.model_fields.items()]
