@@ -1,7 +1,8 @@
 """The package's shape: imports point one way (down the layers below), no import cycles, and no
 import hidden inside a function except a commented, lazy import of an optional or heavy library.
 
-The layer order is written once, here and in README "Architecture"."""
+The layer order is written once, here (LAYERS); the documentation's design page
+(docs/explanations/design.md, "Layers") is generated from it when the site is built."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The benchmark scripts that report README figures still run (reduced sizes): the GPU benchmark's
-CPU-reduced mode (so the first GPU machine gets its figures in one call) and the store-at-scale
-benchmark. They are run, not timed: figures come from the scripts themselves."""
+"""The benchmark scripts that report the documentation's figures (docs/explanations/performance.md)
+still run (reduced sizes): the GPU benchmark's CPU-reduced mode (so the first GPU machine gets its
+figures in one call) and the store-at-scale benchmark. They are run, not timed: figures come from
+the scripts themselves."""
 
 from __future__ import annotations
 
