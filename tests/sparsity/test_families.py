@@ -225,3 +225,8 @@ def test_synflow_scores_the_linearized_network():
     flow = w1.abs() * w2.abs().sum(0)[:, None]
     mask = synflow_masks(model, {"0": 5, "1": 8}, [0], (3,), iterations=1)[0]["0"]
     assert set(mask.flatten().nonzero().flatten().tolist()) == set(flow.flatten().topk(5).indices.tolist())
+
+
+def test_snip_without_training_batches_is_one_line():
+    with pytest.raises(RecipeError, match="sparsity.mask: snip chooses its masks on training batches"):
+        family("snip").initial({"fc1": (5, 6)}, {"fc1": 3}, [spec(mask="snip")], Tiny(), (6,), None)

@@ -214,6 +214,9 @@ class MaskFamily:
 
 class Snip(MaskFamily):
     def initial(self, shapes, counts, specs, model=None, input_shape=None, batches=None):
+        if batches is None:  # e.g. `widecli kernel`: models at init without the training data
+            raise RecipeError("sparsity.mask: snip chooses its masks on training batches, which this command "
+                              "does not load; use random, synflow or N:M masks here")
         scores = snip_scores(model, list(shapes), batches(specs[0].sparsity.snip_batches))
         return [{n: top_k(scores[n][j], counts[n], generator(s.seed, "tiebreak", n)) for n in shapes}
                 for j, s in enumerate(specs)]
