@@ -190,6 +190,11 @@ def run_summary(result: dict, path: Path) -> None:
                   f"dense {fmt_count(w['dense_weights'])}, connectivity {w['connectivity']:.4f}; "
                   f"biases/BN {fmt_count(w['other_params'])} (never masked)")
         out.print(f"per layer: {layer_summary(w['layers'])}")
+    masks = result.get("masks") or {}
+    if masks:  # counted on the trained masks (issue 29); SET/RigL: the share of kept positions that moved
+        out.print("masks at the end: " + ", ".join(
+            f"{n} kept {x['kept']:,}" + (f" (moved {100 * x['moved']:.0f}%)" if "moved" in x else "")
+            for n, x in masks.items()))
     out.print(f"written to {path}")
 
 
