@@ -138,3 +138,26 @@ def test_the_guard_fails_a_run_whose_mask_breaks_the_budget(tmp_path, data_root,
     [spec] = quickstart(data_root, "random")
     with pytest.raises(RuntimeError, match="budget is broken"):
         fit([spec], dataset(spec, CPU), CPU)
+
+
+@pytest.mark.parametrize("mask", ["set", "rigl"])
+def test_counts_hold_at_every_step(data_root, monkeypatch, mask):
+    """After every training step (mask updates included) each layer keeps its allocation and no
+    weight outside the mask is nonzero."""
+    from widecli.engine import steps
+    from widecli.engine.loop import fit
+    from widecli.execute.run import dataset
+
+    [spec] = quickstart(data_root, mask)
+    want, seen = planned(spec), []
+    inner_call = steps.MaskUpdateStep.__call__
+
+    def checked(self, x, y, full):
+        out = inner_call(self, x, y, full)
+        for name, module in self.updater.layers:
+            m = self.updater.masks[name][0]
+            seen.append(count(m) == want[name] and not bool(((module.weight[0] != 0) & ~m).any()))
+        return out
+    monkeypatch.setattr(steps.MaskUpdateStep, "__call__", checked)
+    [outcome] = fit([spec], dataset(spec, CPU), CPU)
+    assert len(seen) == 12 * 3 and all(seen) and outcome.final["mask_updates"] == 4
