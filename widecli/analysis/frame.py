@@ -74,6 +74,8 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
         if not isinstance(default, (dict, list)):
             col = f"sparsity.{name}"
             df[col] = df[col].where(df[col].notna(), default) if col in df else default
+            if isinstance(default, int) and not isinstance(default, bool):  # NaN made the column float: 20.0
+                df[col] = df[col].map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
     # A family's own settings read "-" for the other families and at their defaults, so that labels
     # and file names name them only where they were chosen (mask=rigl update_every=20).
     for key, families in MASK_SETTINGS.items():

@@ -290,6 +290,18 @@ def pareto_figure(rows: pd.DataFrame, title: str):
         front = front[front["acc"] >= front["acc"].cummax()]  # nothing cheaper is as accurate
         ax.step(front["x"], 100 * front["acc"], where="post", color="grey", ls="--", lw=1, alpha=0.6,
                 label="Pareto front")
+        # Collapsed runs (far below the baseline) would squash the curves that matter: keep the axis
+        # from 10 points under the baseline up, and say how many points fall below it.
+        base = ok.loc[ok["factor"] == 1, "test_accuracy"].mean()
+        floor = 100 * (base - 0.10) if base == base else 0.0
+        shown = 100 * cells["acc"]
+        below = cells.loc[shown < floor]
+        if not below.empty and (shown >= floor).any():
+            ax.set_ylim(floor - 1, min(100.5, shown.max() + 1))
+            at = ", ".join(f"f{f:g}" for f in sorted(set(below["factor"])))
+            ax.text(0.98, 0.02, f"{len(below)} point(s) below the axis ({at}: "
+                    f"{100 * below['acc'].min():.0f}-{100 * below['acc'].max():.0f}%)",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="dimgrey")
         ax.set(xscale="log", xlabel=label, ylabel="test accuracy (%)")
         plain_log_ticks(ax)
         ax.grid(alpha=0.3)
