@@ -37,7 +37,7 @@ from widecli.models.layout import (
     widths,
 )
 from widecli.registry import Registry
-from widecli.sparsity.masks import make_masks
+from widecli.sparsity.families import Batches, family
 from widecli.sparsity.rules import allocate, to_whole_conv_kernels
 
 
@@ -53,6 +53,7 @@ class WeightPlan:
     masked: list[str]                # layers that carry a mask
     other_params: int                # biases + BatchNorm (never masked)
     ranks: dict[str, int] = field(default_factory=dict)  # bottleneck inner widths
+    dynamic: bool = False            # the masks change during training (SET, RigL): dense layout only
 
     @property
     def nonzeros(self) -> int:
@@ -90,7 +91,8 @@ class Method:
         """Kept weights of each masked layer (none: nothing is masked)."""
         return {}
 
-    def apply_masks(self, model: nn.Module, plan: WeightPlan, specs: list) -> dict[str, torch.Tensor]:
+    def apply_masks(self, model: nn.Module, plan: WeightPlan, specs: list, input_shape=None,
+                    batches: Batches | None = None) -> dict[str, torch.Tensor]:
         """Draw each run's masks, zero the masked weights, return layer -> mask (stacked where the layer is)."""
         return {}
 
@@ -110,12 +112,14 @@ class Sparse(Method):
         kept = allocate(s.rule, {n: shapes[n] for n in masked}, keep, s.connectivity)
         if s.granularity == "kernel":
             kept = to_whole_conv_kernels(kept, {n: shapes[n] for n in masked})
+        family(s.mask).check({n: shapes[n] for n in masked}, kept, spec)
         return kept
 
-    def apply_masks(self, model, plan, specs):
+    def apply_masks(self, model, plan, specs, input_shape=None, batches=None):
         spec = specs[0]
-        per_seed = [make_masks({n: plan.shapes[n] for n in plan.masked}, plan.counts, s.seed,
-                               spec.sparsity.granularity) for s in specs]
+        # The family chooses which weights (sparsity.families), on the dense model as initialized.
+        per_seed = family(spec.sparsity.mask).initial({n: plan.shapes[n] for n in plan.masked}, plan.counts,
+                                                      specs, model, input_shape, batches)
         masks = {}
         for name, module in weight_modules(model):
             if name not in plan.masked:
@@ -231,7 +235,7 @@ def _plan(spec, input_shape, num_classes: int) -> WeightPlan:
     kept = method.masked_counts(spec, shapes, layer_shapes(base), budget) if spec.factor > 1 else {}
     return WeightPlan(wide_widths, budget, sum(sizes.values()), {**sizes, **kept}, shapes,
                       [n for n in shapes if n in kept],
-                      count_other(wide), ranks)
+                      count_other(wide), ranks, bool(kept) and family(spec.sparsity.mask).dynamic)
 
 
 def build_model(spec, plan: WeightPlan, input_shape, num_classes: int, stack: int = 1) -> nn.Module:
@@ -241,18 +245,31 @@ def build_model(spec, plan: WeightPlan, input_shape, num_classes: int, stack: in
                         rank_nonlinear=get(spec.method).nonlinear, **kw)
 
 
+def planned_masks(spec, plan: WeightPlan) -> dict[str, torch.Tensor] | None:
+    """The masks run `spec` starts training with, where they depend on its seed alone (random, N:M
+    and the random start of SET/RigL); None for families scored on the initialized model (snip,
+    synflow: chosen when the run starts)."""
+    fam = family(spec.sparsity.mask)
+    if not plan.masked or fam.scored:
+        return None
+    return fam.initial({n: plan.shapes[n] for n in plan.masked}, plan.counts, [spec])[0]
+
+
 def trace_meta(spec, plan: WeightPlan, input_shape, num_classes: int, batch: int,
-               hook: Callable[[nn.Module, torch.Tensor], None]) -> bool:
+               hook: Callable[[nn.Module, torch.Tensor], None], named: bool = False) -> bool:
     """Run a run's model once on the meta device (no allocation, eval mode: BatchNorm takes any
-    batch) on `batch` examples, calling hook(module, output) for every leaf module; False if an op
-    has no meta kernel (the hook then saw part of the model only)."""
-    def leaf_hook(module, inputs, output) -> None:
-        if isinstance(output, torch.Tensor):
-            hook(module, output)
+    batch) on `batch` examples, calling hook(module, output) for every leaf module (named:
+    hook(name, module, output)); False if an op has no meta kernel (the hook then saw part of the
+    model only)."""
+    def leaf_hook(name):
+        def call(module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor):
+                hook(name, module, output) if named else hook(module, output)
+        return call
 
     with torch.device("meta"):
         model = build_model(spec, plan, input_shape, num_classes).eval()
-        handles = [m.register_forward_hook(leaf_hook) for m in model.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(leaf_hook(n)) for n, m in model.named_modules() if not list(m.children())]
         try:
             model(torch.empty(batch, *input_shape))
             return True
@@ -261,6 +278,23 @@ def trace_meta(spec, plan: WeightPlan, input_shape, num_classes: int, batch: int
         finally:
             for h in handles:
                 h.remove()
+
+
+def macs(spec, plan: WeightPlan, input_shape, num_classes: int) -> dict[str, int | None]:
+    """Forward multiply-accumulates per example in the weight layers (biases, BatchNorm and
+    activations not counted): `macs_nonzero` at the kept weights (the model as trained, each kept
+    weight once per output position: convs count every spatial position) and `macs_dense` of the
+    dense model at the same widths. None where the model cannot be traced on the meta device."""
+    positions: dict[str, int] = {}
+
+    def count(name, module, output) -> None:
+        if name in plan.shapes:  # output elements per output unit: 1 for a linear layer, H*W for a conv
+            positions[name] = positions.get(name, 0) + output.numel() // plan.shapes[name][0]
+
+    if not trace_meta(spec, plan, input_shape, num_classes, 1, count, named=True) or set(positions) != set(plan.shapes):
+        return {"macs_nonzero": None, "macs_dense": None}
+    return {"macs_nonzero": sum(positions[n] * plan.counts[n] for n in plan.shapes),
+            "macs_dense": sum(positions[n] * math.prod(s) for n, s in plan.shapes.items())}
 
 
 def distinct_models(specs: list, skip_undescribed: bool = False) -> list[tuple]:
@@ -292,13 +326,15 @@ class Built:
     plan: WeightPlan
 
 
-def build(specs: list, input_shape, num_classes: int, device="cpu") -> Built:
-    """The initialized, masked model for one run, or for K runs differing only in seed (stacked)."""
+def build(specs: list, input_shape, num_classes: int, device="cpu", batches: Batches | None = None) -> Built:
+    """The initialized, masked model for one run, or for K runs differing only in seed (stacked).
+
+    batches: n -> the runs' first n training batches, for mask families scored on data (snip)."""
     spec = specs[0]
     p = plan_weights(spec, input_shape, num_classes)
     model = build_model(spec, p, input_shape, num_classes, stack=len(specs))
     initialize(model, [s.seed for s in specs])
-    masks = get(spec.method).apply_masks(model, p, specs) if p.masked else {}
+    masks = get(spec.method).apply_masks(model, p, specs, input_shape, batches) if p.masked else {}
     model.to(device)
     return Built(model, {n: m.to(device) for n, m in masks.items()}, p)
 

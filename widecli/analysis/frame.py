@@ -21,12 +21,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from widecli.config.effects import MASK_SETTINGS
 from widecli.config.identity import EXECUTION_KEYS
-from widecli.config.schema import RunSpec
+from widecli.config.schema import RunSpec, SparsityConfig
 from widecli.errors import StoreError
 from widecli.store import runs as store
 
 EXEC_COLUMNS = {f"{section}.{k}" for section, keys in EXECUTION_KEYS.items() for k in keys}
+# Compute columns (issue 29): forward multiply-accumulates per example at the kept weights and of
+# the dense model at the same widths (result.json `weights`), mean training seconds per epoch (`final`).
+COMPUTE = ("macs_nonzero", "macs_dense", "epoch_seconds")
 _SHOWN = {"recipe", "data.dataset", "model.arch", "model.hidden", "model.width", "widen_layers",
           "sparsity.rule"}
 
@@ -61,6 +65,22 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI
     for col in ("test_accuracy", "train_accuracy", "connectivity", "nonzeros"):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    for col in COMPUTE:  # recorded since issue 29: absent from older runs
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    # Sparsity keys added after a run was stored read as their default: what that run computed.
+    for name, f in SparsityConfig.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        if not isinstance(default, (dict, list)):
+            col = f"sparsity.{name}"
+            df[col] = df[col].where(df[col].notna(), default) if col in df else default
+            if isinstance(default, int) and not isinstance(default, bool):  # NaN made the column float: 20.0
+                df[col] = df[col].map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+    # A family's own settings read "-" for the other families and at their defaults, so that labels
+    # and file names name them only where they were chosen (mask=rigl update_every=20).
+    for key, families in MASK_SETTINGS.items():
+        col, default = f"sparsity.{key}", SparsityConfig.model_fields[key].default
+        df[col] = df[col].astype(object).where(df["sparsity.mask"].isin(families) & (df[col] != default), "-")
     return _with_keys(_mark_per_factor(df))
 
 

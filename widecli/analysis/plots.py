@@ -247,3 +247,75 @@ def plot_kernel_accuracy(df: pd.DataFrame, title: str, rho: float) -> bytes:
     ax.set_title(f"{title}: Spearman rho = {rho:.3f} (labels: factor)", fontsize=9)
     ax.legend()
     return _png(fig)
+
+
+# --------------------------------------------------------------------------- compute (issue 29)
+
+PARETO_MARKERS = ("o", "^", "v", "D", "P", "X", "*", "<", ">", "h")
+
+
+def _arm(row) -> str:
+    """The Pareto plot's series: the method, and for sparse runs its mask family."""
+    if row["factor"] == 1:
+        return "baseline (f=1)"
+    mask = row.get("sparsity.mask", "random")
+    return f"sparse · {mask}" if row["method"] == "sparse" else str(row["method"])
+
+
+def pareto_figure(rows: pd.DataFrame, title: str):
+    """Test accuracy against forward MACs per example at the kept weights, and against training
+    seconds per epoch: one point per (method/mask, factor, other setting), mean over seeds, one
+    marker per method/mask; the grey staircase links the points no other point beats on both axes."""
+    plt = _pyplot()
+    ok = ok_runs(rows).copy()
+    ok["arm"] = [_arm(r) for _, r in ok.iterrows()]
+    settings = [c for c in ok.columns if c.startswith("sparsity.") and c != "sparsity.mask"
+                and ok.loc[ok["method"] == "sparse", c].map(str).nunique() > 1]
+    for c in settings:  # another sparsity setting varies (a rule sweep): it names the series too
+        ok["arm"] += [f" · {c.split('.')[-1]}={v}" if m == "sparse" and f > 1 and str(v) != "-" else ""
+                      for m, f, v in zip(ok["method"], ok["factor"], ok[c])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    for ax, x, label in ((axes[0], "macs_nonzero", "forward multiply-accumulates per example (kept weights)"),
+                         (axes[1], "epoch_seconds", "training seconds per epoch (this machine)")):
+        cells = ok.dropna(subset=[x]).groupby(["arm", "factor"]).agg(x=(x, "mean"), acc=("test_accuracy", "mean"))
+        cells = cells.reset_index()
+        for i, (arm, g) in enumerate(cells.groupby("arm", sort=True)):
+            g = g.sort_values("factor")
+            ax.plot(g["x"], 100 * g["acc"], PARETO_MARKERS[i % len(PARETO_MARKERS)] + "-", lw=0.8, ms=7,
+                    alpha=0.85, label=arm)
+            for _, r in g.iterrows():
+                ax.annotate(f"f{r['factor']:g}", (r["x"], 100 * r["acc"]), fontsize=6, alpha=0.7,
+                            xytext=(3, 3), textcoords="offset points")
+        front = cells.sort_values(["x", "acc"], ascending=[True, False])
+        front = front[front["acc"] >= front["acc"].cummax()]  # nothing cheaper is as accurate
+        ax.step(front["x"], 100 * front["acc"], where="post", color="grey", ls="--", lw=1, alpha=0.6,
+                label="Pareto front")
+        # Collapsed runs (far below the baseline) would squash the curves that matter: keep the axis
+        # from 10 points under the baseline up, and say how many points fall below it.
+        base = ok.loc[ok["factor"] == 1, "test_accuracy"].mean()
+        floor = 100 * (base - 0.10) if base == base else 0.0
+        shown = 100 * cells["acc"]
+        below = cells.loc[shown < floor]
+        if not below.empty and (shown >= floor).any():
+            ax.set_ylim(floor - 1, min(100.5, shown.max() + 1))
+            at = ", ".join(f"f{f:g}" for f in sorted(set(below["factor"])))
+            ax.text(0.98, 0.02, f"{len(below)} point(s) below the axis ({at}: "
+                    f"{100 * below['acc'].min():.0f}-{100 * below['acc'].max():.0f}%)",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="dimgrey")
+        ax.set(xscale="log", xlabel=label, ylabel="test accuracy (%)")
+        plain_log_ticks(ax)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"{title}: accuracy per compute (points: mean over seeds; labels: widening factor)", fontsize=10)
+    return fig
+
+
+def pareto(df: pd.DataFrame, out: Path) -> list[Path]:
+    """<recipe>-pareto.png for every recipe whose runs recorded their compute (issue 29)."""
+    if "macs_nonzero" not in df:
+        return []
+    written = []
+    for recipe, rows in df.groupby("recipe", sort=True):
+        if ok_runs(rows)["macs_nonzero"].notna().any():
+            written.append(_save(pareto_figure(rows, str(recipe)), out / f"{recipe}-pareto.png"))
+    return written

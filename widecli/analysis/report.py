@@ -19,6 +19,7 @@ from tabulate import tabulate
 from widecli.analysis import plots, stats
 from widecli.analysis.export import load_metrics
 from widecli.analysis.frame import (
+    COMPUTE,
     EXEC_COLUMNS,
     Study,
     load_frame,
@@ -168,7 +169,7 @@ def missing_runs(study: Study) -> int:
 
 def table1(items: list[Study], method: str = "sparse") -> pd.DataFrame:
     """Table 1, one row per study, numbers as fractions in [0, 1] (full precision)."""
-    t = pd.DataFrame([study_row(s, method) for s in items])
+    t = with_compute(pd.DataFrame([study_row(s, method) for s in items]), items, method)
     return t[[c for c in t.columns if c in _T1_ALWAYS or not t[c].isna().all()]]
 
 
@@ -187,6 +188,7 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok_runs(df)
     g = df.groupby(keys, dropna=False, sort=True)
     t = g.agg(runs=("run_id", "size")).join(ok.groupby(keys, dropna=False).agg(
+        **{c: (c, "mean") for c in COMPUTE if c in df},  # issue 29: compute columns, where recorded
         connectivity=("connectivity", "mean"), nonzeros=("nonzeros", "mean"),
         test=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
         train=("train_accuracy", "mean"), train_std=("train_accuracy", "std"),
@@ -201,6 +203,67 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
     if "sparsity.rule" in t:
         t.loc[t["method"] != "sparse", "sparsity.rule"] = "-"
     return t.drop(columns="runs")
+
+
+# --------------------------------------------------------------------------- compute (issue 29)
+
+
+def _cell_mean(rows: pd.DataFrame, col: str, method: str | None, factor) -> float:
+    """Mean of `col` over the ok runs of one (method, factor) cell (factor 1: the baseline)."""
+    if col not in rows or pd.isna(factor):
+        return np.nan
+    ok = ok_runs(rows)
+    cell = ok[ok["factor"] == 1] if factor == 1 else ok[(ok["method"] == method) & (ok["factor"] == factor)]
+    return float(cell[col].mean()) if not cell.empty else np.nan
+
+
+def with_compute(t: pd.DataFrame, items: list[Study], method: str = "sparse") -> pd.DataFrame:
+    """Table 1 plus the compute of its three cells: forward multiply-accumulates per example at the
+    kept weights (`*_macs`; the sparse cell also at its dense equivalent, `sparse_macs_dense`) and
+    mean training seconds per epoch (`*_epoch_s`). Empty (dropped) for runs that did not record them."""
+    t = t.copy()
+    for i, s in enumerate(items):
+        r = t.iloc[i]
+        cells = {"baseline": (None, 1), "sparse": (method, r.get("sparse_factor")),
+                 "dense": ("dense", r.get("dense_factor"))}
+        for name, (m, f) in cells.items():
+            t.loc[t.index[i], f"{name}_macs"] = _cell_mean(s.rows, "macs_nonzero", m, f)
+            t.loc[t.index[i], f"{name}_epoch_s"] = _cell_mean(s.rows, "epoch_seconds", m, f)
+        t.loc[t.index[i], "sparse_macs_dense"] = _cell_mean(s.rows, "macs_dense", method, r.get("sparse_factor"))
+    return t
+
+
+def _count(v) -> str:
+    """A MAC count for people: 6.35k, 504k, 1.2M."""
+    if v is None or pd.isna(v):
+        return "-"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def display_compute(d: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
+    """The compute columns for people (Table 1 or the runs table), where any run recorded them."""
+    d = d.drop(columns=[c for c in COMPUTE if c in d])
+
+    def col(c: str) -> pd.Series:
+        return t[c] if c in t else pd.Series(np.nan, index=t.index)
+
+    def secs(values) -> str:
+        return ", ".join("-" if pd.isna(v) else f"{v:.3g}" for v in values)
+
+    if any(c in t for c in ("baseline_macs", "sparse_macs", "dense_macs")):   # Table 1
+        d["MACs/example: base, sparse (dense equiv.), dense"] = [
+            f"{_count(b)}, {_count(s)} ({_count(sd)}), {_count(dn)}" for b, s, sd, dn
+            in zip(col("baseline_macs"), col("sparse_macs"), col("sparse_macs_dense"), col("dense_macs"))]
+        d["s/epoch: base, sparse, dense"] = [
+            secs(v) for v in zip(col("baseline_epoch_s"), col("sparse_epoch_s"), col("dense_epoch_s"))]
+    elif col("macs_nonzero").notna().any():                                    # the runs table
+        d["MACs (dense equiv.)"] = [f"{_count(n)} ({_count(x)})" for n, x in zip(col("macs_nonzero"),
+                                                                               col("macs_dense"))]
+        d["s/epoch"] = [secs([v]) for v in col("epoch_seconds")]
+    return d
 
 
 # --------------------------------------------------------------------------- formatting
@@ -248,6 +311,7 @@ def display_table1(t: pd.DataFrame) -> pd.DataFrame:
         if m in t:
             d[m.replace("_", " ")] = ["-" if pd.isna(v) else f"{pm(v, s)} (f={f:g})"
                                       for v, s, f in zip(t[m], t[f"{m}_std"], t[f"{m}_factor"])]
+    d = display_compute(d, t)
     d["note"] = t["note"].replace("", "-")
     return d
 
@@ -258,6 +322,7 @@ def display_runs(t: pd.DataFrame) -> pd.DataFrame:
     d["factor"] = d["factor"].map(lambda f: f"{f:g}")
     d["connectivity"] = t["connectivity"].map(lambda c: "-" if pd.isna(c) else f"{c:.4f}")
     d["nonzeros"] = t["nonzeros"].map(lambda n: "-" if pd.isna(n) else f"{int(n):,}")
+    d = display_compute(d, t)
     d["test acc %"] = [pm(m, s) for m, s in zip(t["test"], t["test_std"])]
     d["train acc %"] = [pm(m, s) for m, s in zip(t["train"], t["train_std"])]
     d["seeds"] = [f"{n}" if ok else f"{n}*" for n, ok in zip(t["seeds"], t["complete"])]
@@ -314,6 +379,7 @@ def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot:
     files = write_tables(tables, shown, out, fmt, stem) if tables else []
     if plot:
         files += [plots.plot_study(s, out / "plots" / f"{s.name}.png") for s in items]
+        files += plots.pareto(df, out / "plots")
         files += plots.heatmaps(df, out / "plots")
     if curves:
         metrics = load_metrics(results, sorted(set(df["recipe"])))

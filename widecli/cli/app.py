@@ -216,12 +216,17 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     too_big, free, what = preflight.unfit(specs, dev)
     per_model = {s.stack_key(): e.total for s, e in preflight.estimates(specs)}
     memory = {s.run_id: per_model[s.stack_key()] for s in specs}
+    masks = preflight.mask_diagnostics(specs, shape, classes)
     if as_json:
         render.json_out({"recipe": r.name, "input_shape": list(shape), "num_classes": classes,
                          "runs": [{**render.run_record(s, p), "memory_bytes": memory[s.run_id]} for s, p, _ in rows],
-                         "unfit": [{"run_id": s.run_id, "bytes": e.total} for s, e in too_big]})
+                         "unfit": [{"run_id": s.run_id, "bytes": e.total} for s, e in too_big], "masks": masks})
     else:
         render.check_table(r.name, shape, classes, rows, memory, free if too_big else None)
+        render.mask_table(r.name, masks)
+    for d in masks:
+        if d["warning"]:
+            render.warning(f"{recipe}: {d['warning']}")
     if too_big:
         more = f" ({len(too_big)} such model{'s' if len(too_big) > 1 else ''}; the largest shown)"
         raise ResourceError(preflight.refusal(*too_big[0], dev, free, what) + more)

@@ -138,6 +138,33 @@ def check_table(name: str, shape, classes: int, rows: list[tuple], memory: dict[
                   "biases/BatchNorm are counted separately and never masked")
 
 
+def mask_table(name: str, diagnostics: list[dict]) -> None:
+    """Per masked model and layer: kept weights, fan-in / fan-out (min / median), units without any."""
+    if not diagnostics:
+        return
+    t = Table(title=f"{name}: planned masks (first seed of each model; fan = kept weights per unit, min/median)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("factor", "method", "mask", "layer", "kept", "out units", "fan-in", "no inputs", "in units",
+                "fan-out", "no outputs"):
+        t.add_column(col, justify="left" if col in ("method", "mask", "layer") else "right", no_wrap=True)
+    def fan(x: dict, key: str) -> str:
+        return f"{x[key + '_min']:,}/{x[key + '_median']:,}" if key + "_min" in x else "-"
+
+    def dead(x: dict, key: str) -> str:
+        return "-" if key not in x else f"[red]{x[key]:,}[/]" if x[key] else "0"
+
+    for d in diagnostics:
+        for i, (layer, x) in enumerate(d["layers"].items()):
+            first = i == 0
+            t.add_row(f"{d['factor']:g}" if first else "", d["method"] if first else "", d["mask"] if first else "",
+                      layer, f"{x['kept']:,}", f"{x['units_out']:,}", fan(x, "fan_in"), dead(x, "no_inputs"),
+                      f"{x['units_in']:,}", fan(x, "fan_out"), dead(x, "no_outputs"))
+    out.print(t)
+    if any(not d["drawn"] for d in diagnostics):
+        out.print("-: masks chosen when the run starts (snip, synflow: from the initialized model) or too large "
+                  "to draw here; counts are checked all the same")
+
+
 def layers_table(title: str, rows: list[dict], widenable: list[str]) -> None:
     t = Table(title=title)
     for col in ("layer", "shape", "weights", "nonzeros", "widens with", "masked"):
@@ -164,6 +191,11 @@ def run_summary(result: dict, path: Path) -> None:
                   f"dense {fmt_count(w['dense_weights'])}, connectivity {w['connectivity']:.4f}; "
                   f"biases/BN {fmt_count(w['other_params'])} (never masked)")
         out.print(f"per layer: {layer_summary(w['layers'])}")
+    masks = result.get("masks") or {}
+    if masks:  # counted on the trained masks (issue 29); SET/RigL: the share of kept positions that moved
+        out.print("masks at the end: " + ", ".join(
+            f"{n} kept {x['kept']:,}" + (f" (moved {100 * x['moved']:.0f}%)" if "moved" in x else "")
+            for n, x in masks.items()))
     out.print(f"written to {path}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from widecli.config.schema import Recipe
 from widecli.methods import METHODS
+from widecli.sparsity.families import family
 
 # Appended to the reasons that come from a narrowed grid (`--set widen.factors=[1]` to train the
 # baselines only, `--method dense`): legitimate, so always a warning, never an error.
@@ -78,6 +79,8 @@ def ineffective(r: Recipe) -> list[tuple[str, str]]:
         out.append(("data.workers", "DataLoader workers apply to pipeline stream, not device"))
     if d.path is not None and d.dataset != "npz":
         out.append(("data.path", f"a file path applies to dataset npz only, not {d.dataset}"))
+    if wide and sparse:
+        out += mask_settings(r)
     return out
 
 
@@ -87,7 +90,7 @@ def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
     factors or methods always a warning. Each names its key."""
     found = [dict(ineffective(p)) for p in points]
     keys = list(dict.fromkeys(k for f in found for k in f))
-    errors, warnings = [], []
+    errors, warnings = list(dict.fromkeys(c for p in points for c in mask_conflicts(p))), []
     for key in keys:
         where = [f for f in found if key in f]
         if len(where) == len(found) and not where[0][key].endswith(GRID):
@@ -97,3 +100,35 @@ def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
             warnings.append(f"{key}: has no effect{at} ({where[0][key]})")
     return errors, warnings
 
+
+
+# --------------------------------------------------------------------------- mask families (issue 29)
+
+# The settings of one mask family (sparsity.families): given for another family, they do nothing.
+MASK_SETTINGS = {"snip_batches": ("snip",), "synflow_iterations": ("synflow",), "update_every": ("set", "rigl"),
+                 "drop_fraction": ("set", "rigl"), "update_end": ("set", "rigl")}
+
+
+def mask_settings(r: Recipe) -> list[tuple[str, str]]:
+    """(key, why) for a family's own setting given while no family that uses it is chosen (a sweep
+    over sparsity.mask that includes one does use it: its other points canonicalize it away)."""
+    s = r.sparsity
+    chosen = [str(m) for m in r.sweep.get("sparsity.mask", [s.mask])]
+    return [(f"sparsity.{key}", f"applies to sparsity.mask {' and '.join(families)}, not {', '.join(chosen)}")
+            for key, families in MASK_SETTINGS.items() if _given(s, key) and not set(chosen) & set(families)]
+
+
+def mask_conflicts(r: Recipe) -> list[str]:
+    """Settings that cannot train together with the chosen mask family (an error at any grid point)."""
+    s, t = r.sparsity, r.train
+    if not any(f != 1 for f in r.widen.factors) or not any(METHODS.get(x).uses_sparsity for x in r.widen.methods):
+        return []
+    out = []
+    if family(s.mask).dynamic and t.backend == "sparse":
+        out.append(f"train.backend: sparse keeps each layer's kept positions fixed (CSR), but sparsity.mask "
+                   f"{s.mask} moves them during training; use train.backend auto or dense (auto trains {s.mask} "
+                   f"dense)")
+    if s.granularity == "kernel" and s.mask != "random":
+        out.append(f"sparsity.granularity: kernel applies to sparsity.mask random only, not {s.mask}; use "
+                   f"granularity weight")
+    return out

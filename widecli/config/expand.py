@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from widecli.config.effects import MASK_SETTINGS
 from widecli.config.load import get_dotted, set_dotted, sweep_points, validate
 from widecli.config.schema import Recipe, RunSpec, SparsityConfig
 from widecli.methods import METHODS
@@ -49,6 +50,10 @@ def make_spec(recipe: Recipe, factor: float, method: str, seed: int, axis_keys: 
     sparsity = recipe.sparsity
     if not METHODS.get(method).uses_sparsity:
         sparsity = SparsityConfig()
+    else:  # a mask family's own settings (sparsity.update_every, ...) do nothing for the other families
+        unused = {k: SparsityConfig.model_fields[k].default for k, families in MASK_SETTINGS.items()
+                  if sparsity.mask not in families}
+        sparsity = SparsityConfig.model_validate({**sparsity.model_dump(exclude_unset=True), **unused})
     spec = RunSpec(recipe=recipe.name, data=recipe.data, model=recipe.model, widen_layers=layers,
                    factor=float(factor), method=method, sparsity=sparsity, train=recipe.train, seed=seed)
     if not axis_keys:

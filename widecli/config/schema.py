@@ -22,6 +22,7 @@ from widecli.errors import RecipeError
 from widecli.methods import METHODS
 from widecli.models.registry import ARCHS, base_widths, widenable_layers
 from widecli.registry import Registry
+from widecli.sparsity.families import family
 from widecli.sparsity.rules import RULES
 
 
@@ -171,12 +172,51 @@ class SparsityConfig(_Strict):
     init: Literal["fan_in", "standard"] = Field(
         "fan_in", description="fan_in: init std scaled by 1/sqrt(connectivity) (official code); standard")
     granularity: Literal["weight", "kernel"] = Field(
-        "weight", description="kernel: convs keep or remove whole kxk kernels (official io_only)")
+        "weight", description="kernel: convs keep or remove whole kxk kernels (official io_only; mask random only)")
+    # Mask families (issue 29): the rule says how many weights each layer keeps, the family which.
+    mask: str = Field(
+        "random", description="which weights each layer keeps, at exactly the rule's count: random (the paper's "
+                              "static random masks) | snip | synflow | set | rigl | \"N:M\" (e.g. \"2:4\": at most N "
+                              "of every M consecutive input weights) (widecli.sparsity.families). set and rigl "
+                              "change the mask during training: they train dense masked weights (train.backend "
+                              "auto falls back to dense; sparse is refused) with the fused and stacked steps")
+    snip_batches: int = Field(1, ge=1, le=10_000, description="snip: training batches the connection sensitivity "
+                                                               "|g*w| is summed over (SNIP: one)")
+    synflow_iterations: int = Field(100, ge=1, le=10_000, description="synflow: pruning iterations "
+                                                                       "(exponential schedule; SynFlow: 100)")
+    update_every: int = Field(100, ge=1, description="set, rigl: training steps between mask updates (RigL: 100)")
+    drop_fraction: float = Field(0.3, gt=0, le=1, description="set, rigl: fraction of each layer's kept weights "
+                                                               "swapped at the first update, decayed by a cosine "
+                                                               "to 0 at update_end (RigL: 0.3)")
+    update_end: float = Field(0.75, gt=0, le=1, description="set, rigl: fraction of the training steps after "
+                                                             "which the mask stays fixed (RigL: 0.75)")
 
     @field_validator("rule")
     @classmethod
     def _rule(cls, v: str) -> str:
         return _registered(RULES, v)
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _mask_not_a_number(cls, v):
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            digits = []
+            while v:
+                v, d = divmod(v, 60)
+                digits.insert(0, str(d))
+            # YAML 1.1 (PyYAML) reads an unquoted 2:4 as the base-60 integer 124.
+            raise ValueError(f"an N:M pattern must be quoted (\"{':'.join(digits)}\"): unquoted, YAML reads "
+                             f"{':'.join(digits)} as this base-60 number")
+        return v
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, v: str) -> str:
+        try:
+            family(v)
+        except RecipeError as e:
+            raise ValueError(str(e).split(": ", 1)[-1]) from None
+        return v
 
     @field_validator("connectivity")
     @classmethod

@@ -1,8 +1,9 @@
 """Resumable checkpoints within a run: `<run dir>/checkpoint.pt`, written atomically by rank 0.
 
 A checkpoint holds everything the next epoch depends on: model state (weights, BatchNorm
-statistics), optimizer state (momentum), masks, the data-order and augmentation generators, the
-global RNG, the epoch and the metrics so far. Restoring it and training on gives the same numbers
+statistics), optimizer state (momentum), masks (as they are now: SET/RigL change them), the
+mask updater's state (its step count and the masks at step 0), the data-order and augmentation
+generators, the global RNG, the epoch and the metrics so far. Restoring it and training on gives the same numbers
 as never stopping (on CPU). It is kept when a run is interrupted and removed once the run is stored.
 """
 
@@ -25,7 +26,7 @@ class Checkpoint:
         self.path, self.run_ids = Path(run_dir) / CHECKPOINT, list(run_ids)
 
     def save(self, epoch: int, model, opt, masks: dict, gens: list[torch.Generator], rows, alive,
-             diverged_at) -> None:
+             diverged_at, dynamic=None) -> None:
         """Write the state after `epoch` epochs (rank 0 only; other ranks hold the same state)."""
         if not is_main():
             return
@@ -33,6 +34,8 @@ class Checkpoint:
                 "optimizer": opt.state_dict(), "masks": {n: m.cpu() for n, m in masks.items()},
                 "generators": [g.get_state() for g in gens], "rng": torch.get_rng_state(),
                 "rows": rows, "alive": alive.clone(), "diverged_at": list(diverged_at)}
+        if dynamic is not None:
+            body["dynamic"] = dynamic.state_dict()
         buf = io.BytesIO()
         torch.save(body, buf)
         try:
@@ -41,8 +44,11 @@ class Checkpoint:
             raise StoreError(f"{self.path}: cannot write checkpoint ({e.strerror or e})") from None
 
     def restore(self, model, opt, masks: dict, gens: list[torch.Generator], rows, alive,
-                diverged_at) -> int:
-        """Load a matching checkpoint into the given objects (in place); the epoch to start at."""
+                diverged_at, dynamic=None) -> int:
+        """Load a matching checkpoint into the given objects (in place); the epoch to start at.
+
+        dynamic (a sparsity.dynamic.MaskUpdater): the saved masks replace the run's, whose masks at
+        step 0 must be the saved ones at step 0."""
         if not self.path.is_file():
             return 0
         try:
@@ -53,10 +59,13 @@ class Checkpoint:
             return 0  # another group composition (runs finished since): start afresh
         model.load_state_dict(body["model"])
         opt.load_state_dict(body["optimizer"])
+        start = body["dynamic"]["initial"] if dynamic is not None and "dynamic" in body else body["masks"]
         for n, m in masks.items():
-            saved = body["masks"].get(n)
+            saved = start.get(n)
             if saved is None or not torch.equal(saved.to(m.device), m):
                 raise StoreError(f"{self.path}: its mask of {n} differs from the run's; delete the file")
+        if dynamic is not None and "dynamic" in body:
+            dynamic.load_state_dict(body["dynamic"], body["masks"])
         for g, state in zip(gens, body["generators"]):
             g.set_state(state)
         torch.set_rng_state(body["rng"])

@@ -11,6 +11,7 @@ read once per epoch. Nothing here prints: progress goes through a callback.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ import torch
 from widecli.data.resident import ResidentBatches
 from widecli.data.stream import StreamBatches, StreamDataset
 from widecli.engine import dist as dist_mod
-from widecli.engine import threads
+from widecli.engine import masking, threads
 from widecli.engine.checkpoint import Checkpoint
 from widecli.engine.device import autocast, environment
 from widecli.engine.evaluate import evaluate
 from widecli.engine.steps import (
     AutogradStep,
+    MaskUpdateStep,
     Stack,
     fused_step,
     fused_usable,
@@ -52,6 +54,7 @@ class Outcome:
     state: dict = field(default_factory=dict)    # model state_dict of this run alone
     masks: dict = field(default_factory=dict)
     error: str | None = None
+    mask_layers: dict = field(default_factory=dict)  # layer -> {"kept": entries, "moved": fraction (SET/RigL)}
 
 
 @dataclass
@@ -80,6 +83,7 @@ class EpochResult:
     test_loss: torch.Tensor
     test_accuracy: torch.Tensor
     seconds: float
+    train_seconds: float = 0.0                   # the training steps alone (no evaluation)
     val_loss: torch.Tensor | None = None         # data.validation
     val_accuracy: torch.Tensor | None = None
 
@@ -103,11 +107,12 @@ def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callb
             with torch.no_grad():
                 loss_sum.add_(losses, alpha=y.shape[1])
                 correct.add_((out.argmax(-1) == y).sum(1))
+        train_seconds = masking.now(device) - t0
         dist.all_reduce(loss_sum, correct)  # every rank's share of the epoch
         scores = test()
         n = source.train_size
         result = EpochResult(epoch + 1, lr, (loss_sum / n).cpu(), (correct / n).cpu(), *scores["test"],
-                             time.perf_counter() - t0, *scores.get("val", (None, None)))
+                             time.perf_counter() - t0, train_seconds, *scores.get("val", (None, None)))
         state.epoch = epoch + 1
         for callback in callbacks:
             callback(state, result)
@@ -137,10 +142,10 @@ def stop_diverged(state: LoopState, r: EpochResult) -> None:
             state.alive[j], state.diverged_at[j] = False, r.epoch
 
 
-def save_checkpoints(ckpt: Checkpoint, every: int, model, opt, masks, generators) -> Callable:
+def save_checkpoints(ckpt: Checkpoint, every: int, model, opt, masks, generators, dynamic=None) -> Callable:
     def save(state: LoopState, r: EpochResult) -> None:
         if r.epoch % every == 0 or r.epoch == state.epochs:
-            ckpt.save(r.epoch, model, opt, masks, generators, state.rows, state.alive, state.diverged_at)
+            ckpt.save(r.epoch, model, opt, masks, generators, state.rows, state.alive, state.diverged_at, dynamic)
     return save
 
 
@@ -182,7 +187,9 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    built = build(specs, data.input_shape, data.num_classes, device)
+    def batches(n: int) -> list:  # mask families scored on data (snip): the first training batches, unsharded
+        return list(itertools.islice(batch_source(data, specs, device, dist_mod.Single()).epoch(0), n))
+    built = build(specs, data.input_shape, data.num_classes, device, batches)
     model = built.model
     _, threads_rule = threads.apply(specs, data.input_shape, data.num_classes, device)
     stack = Stack(k, any(is_stacked(m) for m in model.modules()), getattr(model, "solo_layout", None) == "squeeze")
@@ -200,13 +207,17 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     source = batch_source(data, specs, device, dist)
     fused = cfg.fused == "auto" and fused_usable(model, opt, precision, cfg, dist.world > 1)
     step = fused_step(model, opt, enforcer) if fused else AutogradStep(model, forward, opt, enforcer, stack, amp, dist)
+    dynamic = masking.updater(specs, built, model, opt, enforcer, math.ceil(source.train_size / cfg.batch_size))
+    step = MaskUpdateStep(step, dynamic) if dynamic else step
     state = LoopState(k, cfg.epochs)
-    callbacks = [record_rows, stop_diverged]
+    clock = masking.EpochClock()
+    callbacks = [record_rows, stop_diverged, clock]
     if checkpoint_dir and cfg.checkpoint_every:
         ckpt = Checkpoint(checkpoint_dir, [s.run_id for s in specs])
         state.epoch = ckpt.restore(model, opt, built.masks, source.generators, state.rows, state.alive,
-                                   state.diverged_at)
-        callbacks.append(save_checkpoints(ckpt, cfg.checkpoint_every, model, opt, built.masks, source.generators))
+                                   state.diverged_at, dynamic)
+        callbacks.append(save_checkpoints(ckpt, cfg.checkpoint_every, model, opt, built.masks, source.generators,
+                                          dynamic))
     if on_epoch:
         callbacks.append(report_progress(on_epoch))
     splits = ["test", *(["val"] if source.has_validation else [])]
@@ -216,6 +227,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     # Train metrics above are running averages over the epoch; the final ones are a clean pass.
     train_loss, train_acc = evaluate(model, source, "train", stack, amp, dist)
     csr.densify(model)  # the stored state keeps the dense [K, out, in] layout
+    kept = masking.records(model, built.masks, built.plan, dynamic, k)
     wall, env = time.perf_counter() - start, environment(device, precision)
     outcomes = []
     for j, s in enumerate(specs):
@@ -227,7 +239,8 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
                     if "val_accuracy" in rows[-1] else {}),
                  "epochs_run": len(rows), "diverged_at_epoch": state.diverged_at[j],
                  "wall_time_s": wall / k, "stacked_with": k, "backend": "sparse" if sparse else "dense",
-                 "sparse_layers": ",".join(sparse), "fused_step": fused, **env, "threads_rule": threads_rule}
+                 "sparse_layers": ",".join(sparse), "fused_step": fused, **env, "threads_rule": threads_rule,
+                 "epoch_seconds": clock.mean(k), **({"mask_updates": dynamic.updates} if dynamic else {})}
         outcomes.append(Outcome(s, "ok" if state.alive[j] else "diverged", rows, final,
-                                stack.slice_state(model, j), stack.slice_masks(built.masks, j)))
+                                stack.slice_state(model, j), stack.slice_masks(built.masks, j), mask_layers=kept[j]))
     return outcomes

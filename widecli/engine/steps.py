@@ -107,7 +107,8 @@ class AutogradStep:
         self.model, self.forward, self.opt, self.enforcer = model, forward, opt, enforcer
         self.stack, self.amp, self.dist = stack, amp, dist
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int,
+                 update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         k, b = y.shape
         with self.amp:
             out = self.stack.forward(self.model, self.forward, x)
@@ -115,8 +116,9 @@ class AutogradStep:
         self.opt.zero_grad(set_to_none=True)
         # The sum's gradient w.r.t. each run's weights is that run's own gradient.
         (losses.sum() * self.dist.grad_scale(b, full)).backward()
-        self.opt.step()
-        self.enforcer.apply()
+        if update:  # not on a mask-update step (sparsity.dynamic): its gradient only grows connections
+            self.opt.step()
+            self.enforcer.apply()
         return losses, out
 
 
@@ -179,8 +181,10 @@ class FusedStep:
         return self.buffers[b]
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train on a [K, B, ...] batch with [K, B] labels; returns (mean loss per run [K], logits)."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int,
+                 update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on a [K, B, ...] batch with [K, B] labels; returns (mean loss per run [K], logits).
+        update=False: gradients only, no optimizer step (a mask-update step of sparsity.dynamic)."""
         k, b = y.shape
         buf = self._buffers(k, b, self.layers[0].weight)
         h, inputs, last = x.reshape(k, b, -1), [], len(self.layers) - 1
@@ -213,8 +217,9 @@ class FusedStep:
                     torch.ops.aten.threshold_backward.grad_input(gin, inputs[i], 0.0, grad_input=gin)
                 c *= layer.scale
                 gt = gin.transpose(1, 2)
-        self._update()
-        self.enforcer.apply()
+        if update:
+            self._update()
+            self.enforcer.apply()
         # Contiguous [K, B, classes]: the caller's argmax over a strided last dim is ~5x slower.
         return losses, h.transpose(1, 2).contiguous()
 
@@ -274,7 +279,8 @@ class SparseFusedStep(FusedStep):
         return self.buffers[b]
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int,
+                 update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         k, b = y.shape
         buf = self._buffers(k, b, x)
         h = kernels.transpose(x.reshape(b, -1), buf["x"])
@@ -320,6 +326,25 @@ class SparseFusedStep(FusedStep):
                         torch.ops.aten.threshold_backward.grad_input(gin, inp, 0.0, grad_input=gin)
                 c *= layer.scale
                 gt = gin
-        self._update()
-        self.enforcer.apply()
+        if update:
+            self._update()
+            self.enforcer.apply()
         return losses, h.t().unsqueeze(0).contiguous()
+
+
+class MaskUpdateStep:
+    """A step under dynamic masks (SET, RigL; sparsity.dynamic): on a mask-update step the inner step
+    computes the gradients without updating the weights (as RigL's optimizer), then the masks drop
+    and grow; every other step is the inner step itself. Works with AutogradStep and FusedStep: both
+    leave the dense gradient of every masked weight in `.grad`."""
+
+    def __init__(self, inner, updater):
+        self.inner, self.updater = inner, updater
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, full: int) -> tuple[torch.Tensor, torch.Tensor]:
+        due = self.updater.due()
+        losses, out = self.inner(x, y, full, update=not due)
+        if due:
+            self.updater.update()
+        self.updater.advance()
+        return losses, out

@@ -1,5 +1,6 @@
 """Checks made before any training starts, so a sweep fails in its first second, not its third hour:
-the results directory can be listed and written, and each run's model fits the device's memory.
+the results directory can be listed and written, each run's model fits the device's memory, and
+(`widecli check`) each planned mask leaves no unit dead.
 
 The memory estimate is made on the meta device from `methods.plan_weights` (no allocation): fp32 weights,
 gradients and optimizer state, masks, and the activations of one training batch (every leaf
@@ -20,7 +21,8 @@ import torch
 from widecli.config.schema import RunSpec
 from widecli.engine.device import resolve_device
 from widecli.errors import ResourceError, StoreError
-from widecli.methods import WeightPlan, distinct_models, plan_weights, trace_meta
+from widecli.methods import WeightPlan, distinct_models, plan_weights, planned_masks, trace_meta
+from widecli.sparsity.masks import fan_stats
 from widecli.store import runs as store
 
 FP32 = 4
@@ -173,3 +175,51 @@ def before_training(specs: list[RunSpec], results: str | Path, device: str | tor
     # Runs already stored are not trained again: a finished study of a big model still resumes.
     todo = [s for s in specs if force or not (store.run_dir(results, s) / store.RESULT).exists()]
     memory(todo, device if isinstance(device, torch.device) else resolve_device(device))
+
+
+# --------------------------------------------------------------------------- masks (issue 29)
+
+# Fan statistics draw the planned masks; above this many masked weights per model, counts only.
+MASK_STATS_MAX_WEIGHTS = 50_000_000
+
+
+def mask_diagnostics(specs: list[RunSpec], input_shape, num_classes: int) -> list[dict]:
+    """Per distinct masked model (its first seed's planned mask): per masked layer the kept weights,
+    units, fan-in and fan-out (min / median) and the units with no inputs or no outputs; and the
+    warnings: dead units (hidden or output units with no inputs; units a layer reads that have no
+    outputs there, the data's own features excepted) and layers keeping fewer weights than units.
+
+    snip and synflow masks are chosen when a run starts (from its initialized model): they get the
+    count checks only."""
+    out, by_key = [], {}
+    for s in specs:
+        by_key.setdefault(s.stack_key(), []).append(s)
+    for group in by_key.values():
+        s = group[0]
+        p = plan_weights(s, input_shape, num_classes)
+        if not p.masked:
+            continue
+        big = sum(math.prod(p.shapes[n]) for n in p.masked) > MASK_STATS_MAX_WEIGHTS
+        masks = None if big else planned_masks(s, p)
+        first = next(iter(p.shapes))  # the first weight layer reads the data's features
+        layers, dead = {}, []
+        for n in p.masked:
+            shape, kept = p.shapes[n], p.counts[n]
+            d = {"kept": kept, "weights": math.prod(shape), "units_out": shape[0], "units_in": shape[1]}
+            if masks is not None:
+                d.update(fan_stats(masks[n]))
+            layers[n] = d
+            few = [f"{u} {side} units" for u, side in ((shape[0], "output"), (shape[1], "input"))
+                   if kept < u and (side == "output" or n != first)]
+            if few:
+                dead.append(f"{n} keeps {kept:,} weights for {' and '.join(few)}")
+            if d.get("no_inputs"):
+                dead.append(f"{d['no_inputs']:,} of {shape[0]:,} units of {n} have no inputs")
+            if d.get("no_outputs") and n != first:
+                dead.append(f"{d['no_outputs']:,} of {shape[1]:,} units {n} reads have no outputs there")
+        warning = (f"factor {s.factor:g} {s.method} (mask {s.sparsity.mask}, seed {s.seed}): dead units: "
+                   f"{'; '.join(dead)}") if dead else None
+        out.append({"factor": s.factor, "method": s.method, "mask": s.sparsity.mask, "seed": s.seed,
+                    "run_ids": [x.run_id for x in group], "drawn": masks is not None, "layers": layers,
+                    "warning": warning})
+    return out

@@ -24,7 +24,7 @@ from widecli.engine.loop import Outcome, fit
 from widecli.errors import StoreError, SweepError
 from widecli.execute import ddp
 from widecli.execute.plan import is_todo, run_status
-from widecli.methods import WeightPlan, build_model, plan_weights
+from widecli.methods import WeightPlan, build_model, macs, plan_weights
 from widecli.store import lock
 from widecli.store import runs as store
 
@@ -123,14 +123,16 @@ def train_group(specs: list[RunSpec], device: torch.device, ds, on_epoch: Callab
     else:
         trace = None
     try:
-        weights = weights_summary(plan_weights(specs[0], ds.input_shape, ds.num_classes))
+        plan = plan_weights(specs[0], ds.input_shape, ds.num_classes)
+        # Compute (issue 29): forward multiply-accumulates per example at the kept weights and dense.
+        weights = {**weights_summary(plan), **macs(specs[0], plan, ds.input_shape, ds.num_classes)}
     except Exception:
         if not record_failures:
             raise
         weights = {}
     written = []
     for o in outcomes:
-        result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights,
+        result = {"status": o.status, "error": o.error, "final": o.final, "weights": weights, "masks": o.mask_layers,
                   "data": {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
                            "train_size": len(ds.y_train), "test_size": len(ds.y_test),
                            **({"val_size": len(ds.y_val)} if getattr(ds, "y_val", None) is not None else {})}}

@@ -27,7 +27,7 @@ from widecli.registry import Registry
 from widecli.store import runs as store
 
 # Columns of runs.csv that measure the machine, not the computation (ignored when comparing sweeps).
-TIMING_COLUMNS = ("wall_time_s", "seconds", "peak_memory_bytes", "threads", "threads_rule")
+TIMING_COLUMNS = ("wall_time_s", "seconds", "epoch_seconds", "peak_memory_bytes", "threads", "threads_rule")
 
 Executor = Callable[[list[list[RunSpec]], Context], Iterator[tuple[list[RunSpec], GroupReport]]]
 EXECUTORS: Registry[Executor] = Registry("executors", "--executor")

@@ -40,6 +40,8 @@ def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1, mode
     model, layers of any other kind (a user model's nn.Linear, a convnet's classifier) stay dense."""
     if backend == "dense" or stack > 1:
         return []  # CSR leaves hold one run; stacked seeds stay dense
+    if getattr(plan, "dynamic", False):
+        return []  # SET/RigL masks change during training: a CSR pattern is fixed (sparsity.dynamic)
     names = [n for n in plan.masked if len(plan.shapes[n]) == 2]
     if model is not None:
         names = [n for n in names if type(getattr(model, n, None)) is StackedLinear]

@@ -36,6 +36,19 @@ def make_masks(shapes: dict[str, tuple[int, ...]], counts: dict[str, int], seed:
     return masks
 
 
+def fan_stats(mask: torch.Tensor) -> dict[str, int]:
+    """Fan-in of each output unit (kept weights of its row; a conv channel: over in x kh x kw) and
+    fan-out of each input unit (kept weights of its column), min and (lower) median, and how many
+    units have none: an output unit with no inputs computes a constant, an input unit with no
+    outputs is ignored by the layer."""
+    m = mask.bool()
+    fan_in = m.flatten(1).sum(1)
+    fan_out = m.transpose(0, 1).flatten(1).sum(1)
+    return {"fan_in_min": int(fan_in.min()), "fan_in_median": int(fan_in.median()),
+            "fan_out_min": int(fan_out.min()), "fan_out_median": int(fan_out.median()),
+            "no_inputs": int((fan_in == 0).sum()), "no_outputs": int((fan_out == 0).sum())}
+
+
 def nonzeros(masks: dict[str, torch.Tensor]) -> dict[str, int]:
     return {n: int(m.sum()) for n, m in masks.items()}
 
@@ -48,8 +61,13 @@ class MaskEnforcer:
     """
 
     def __init__(self, model: torch.nn.Module, masks: dict[str, torch.Tensor]):
-        pairs = [(m.weight, masks[n].to(m.weight.dtype)) for n, m in weight_modules(model) if n in masks]
-        self.weights, self.masks = [w for w, _ in pairs], [m for _, m in pairs]
+        pairs = [(n, m.weight, masks[n].to(m.weight.dtype)) for n, m in weight_modules(model) if n in masks]
+        self.names = [n for n, _, _ in pairs]
+        self.weights, self.masks = [w for _, w, _ in pairs], [m for _, _, m in pairs]
+
+    def set(self, name: str, mask: torch.Tensor) -> None:
+        """Take a layer's changed mask (dynamic sparse training; sparsity.dynamic)."""
+        self.masks[self.names.index(name)].copy_(mask)
 
     @torch.no_grad()
     def apply(self) -> None:

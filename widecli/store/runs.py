@@ -175,7 +175,7 @@ def flatten(result: dict) -> dict[str, Any]:
     for k, v in result.get("final", {}).items():
         if not isinstance(v, dict):
             row[k] = v
-    for k in ("budget", "dense_weights", "nonzeros", "connectivity", "other_params"):
+    for k in ("budget", "dense_weights", "nonzeros", "connectivity", "other_params", "macs_nonzero", "macs_dense"):
         row[k] = result.get("weights", {}).get(k)
     for section in ("data", "model", "sparsity", "train"):
         for k, v in spec[section].items():

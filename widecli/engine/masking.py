@@ -1,0 +1,85 @@
+"""Masks while a run trains: the dynamic masks (SET, RigL) wired into the step, and what every run's
+masks are at the end, checked against the plan (issue 29: every layer keeps exactly its allocation).
+
+The loop asks two things of this module: the mask updater of a group (None for static masks) and,
+after training, each run's per-layer mask record for result.json (kept entries, and for dynamic
+masks the fraction of kept positions that moved since step 0). The record is also the guard: a
+layer whose kept count differs from the rule's allocation, or a nonzero weight outside the mask,
+fails the run instead of storing a model that breaks the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from widecli.models.layout import is_stacked, weight_modules
+from widecli.sparsity.dynamic import MaskUpdater
+from widecli.sparsity.families import family
+from widecli.sparsity.masks import MaskEnforcer
+
+
+def updater(specs: list, built, model: nn.Module, opt: torch.optim.Optimizer, enforcer: MaskEnforcer,
+            steps_per_epoch: int) -> MaskUpdater | None:
+    """The SET/RigL mask updater of a (stacked) group; None when its masks are fixed."""
+    spec = specs[0]
+    fam = family(spec.sparsity.mask)
+    if not fam.dynamic or not built.masks:
+        return None
+    plan = built.plan
+    # SET regrows at a fresh draw of the layer's init, with the same fan_in rescale (methods.Sparse).
+    scale = {n: 1.0 / math.sqrt(plan.counts[n] / math.prod(plan.shapes[n])) if spec.sparsity.init == "fan_in"
+             else 1.0 for n in plan.masked}
+    return MaskUpdater(model, built.masks, enforcer, opt, [s.seed for s in specs], spec.sparsity, fam.grow,
+                       spec.train.epochs * steps_per_epoch, scale)
+
+
+@torch.no_grad()
+def records(model: nn.Module, masks: dict[str, torch.Tensor], plan, dynamic: MaskUpdater | None,
+            k: int) -> list[dict[str, dict]]:
+    """Per run: {layer: {"kept": mask entries, "moved": fraction (dynamic masks only)}}.
+
+    Raises RuntimeError (the run is then `failed`) where a layer's kept count is not the plan's or a
+    weight outside the mask is nonzero: the budget is counted at the end of every run, not assumed."""
+    moved = dynamic.moved() if dynamic else {}
+    out: list[dict[str, dict]] = [{} for _ in range(k)]
+    for name, module in weight_modules(model):
+        if name not in masks:
+            continue
+        stacked = is_stacked(module)
+        for j in range(k):
+            m = masks[name][j] if stacked else masks[name]
+            w = module.weight[j] if stacked else module.weight
+            kept, outside = int(m.sum()), int(((w != 0) & ~m.bool()).sum())
+            if kept != plan.counts[name] or outside:
+                raise RuntimeError(f"{name}: the mask keeps {kept:,} weights (planned {plan.counts[name]:,}) and "
+                                   f"{outside:,} weights outside it are nonzero: the budget is broken")
+            out[j][name] = {"kept": kept, **({"moved": float(moved[name][j])} if dynamic else {})}
+    return out
+
+
+class EpochClock:
+    """Callback: the training seconds of each epoch (train steps only, not evaluation), for the
+    mean that result.json records as `epoch_seconds`: over the epochs after the first one this
+    process trained (the first pays one-off costs: kernel compilation, allocator warm-up), divided
+    by K when K runs train stacked (each run's share, as `wall_time_s`)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def __call__(self, state, r) -> None:
+        self.seconds.append(getattr(r, "train_seconds", r.seconds))
+
+    def mean(self, k: int) -> float | None:
+        timed = self.seconds[1:] or self.seconds
+        return sum(timed) / len(timed) / k if timed else None
+
+
+def now(device: torch.device) -> float:
+    """perf_counter after the device's queued work (a CUDA epoch is timed when it has run)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
