@@ -30,7 +30,7 @@ from widecli.engine import dist
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
-from widecli.execute import preflight
+from widecli.execute import preflight, provenance
 from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
@@ -257,7 +257,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     with render.RunProgress(r.name, results) as progress:
         # Another sweep (or train) holding the run: wait for it, take over if it died.
         report = run_group_when_free([spec], results, dev, force=force, emit=progress.on_event,
-                                     record_failures=False)
+                                     record_failures=False, provenance=provenance.collect(recipe))
     if report.written:
         render.run_summary(report.results[0], report.written[0])
     else:
@@ -346,7 +346,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
                             device=device, force=force, retry_failed=retry_failed, on_event=progress.on_event,
                             num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options,
-                            fail_fast=fail_fast, threads=threads)
+                            fail_fast=fail_fast, threads=threads, provenance=provenance.collect(recipe))
     if no_wait and executor == "slurm":
         out.print(f"submitted; follow with `widecli sweep {recipe}` (re-attaches) or squeue")
         return
@@ -458,13 +458,17 @@ def runs_cmd(results: Path = typer.Argument(Path("results"), envvar="WIDECLI_RES
     if remove and archive:
         raise RecipeError("--remove and --archive: choose one (archive keeps the runs elsewhere)")
     found = manage.select(manage.scan(results, recipe or None), status, manage.parse_where(where or []), run_id)
+    details = {r.path: manage.details(r) for r in found} if run_id else {}  # --id: provenance and execution
     if as_json and not (remove or archive):
         render.json_out([{"recipe": r.recipe, "run_id": r.run_id, "status": r.status, "path": str(r.path),
                           "error": r.error, **{k: r.row.get(k) for k in ("factor", "method", "seed",
-                                                                         "test_accuracy", "epochs_run")}}
+                                                                         "test_accuracy", "epochs_run")},
+                          **details.get(r.path, {})}
                          for r in found])
         return
     render.runs_list(results, found)
+    for r in found if run_id else ():
+        render.run_details(r.recipe, r.run_id, details[r.path])
     if not (remove or archive) or not found:
         return
     verb = "remove" if remove else f"move to {archive}"
@@ -519,7 +523,8 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     preflight.before_training(specs, results, device)
     with render.RunProgress(arms[0].recipe.name, results) as progress:
         summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
-                            device=device, on_event=progress.on_event, threads=threads)
+                            device=device, on_event=progress.on_event, threads=threads,
+                            provenance=provenance.collect(path))
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
     per_factor, per_arm = ablate_mod.display(comparison)

@@ -302,6 +302,31 @@ def runs_list(results: Path, runs) -> None:
             out.print(f"[red]corrupt[/] {r.run_id}: {escape(r.error)}")
 
 
+def run_details(recipe: str, run_id: str, details: dict) -> None:
+    """`widecli runs --id`: where a run's code and recipe came from, and how it was executed."""
+    out.print(f"[bold]{recipe}/{run_id}[/]")
+    for line in provenance_lines(details.get("provenance")):
+        out.print(f"  {escape(line)}")
+    execution = details.get("execution") or {}
+    if execution:
+        out.print("  execution: " + escape(", ".join(f"{k} {v}" for k, v in execution.items())))
+
+
+def provenance_lines(p: dict | None) -> list[str]:
+    """`widecli: commit 1a2b3c4d5e6f (dirty, diff sha256 9f8e7d6c5b4a) in /src/widecli` ..."""
+    if not p:
+        return ["provenance: not recorded (a run from before widecli recorded it)"]
+
+    def state(s: dict | None, what: str) -> str:
+        if not s:
+            return f"{what}: not a git checkout"
+        tail = f"dirty, diff sha256 {s['diff_sha256'][:12]}" if s["dirty"] else "clean"
+        return f"{what}: commit {s['commit'][:12]} ({tail}) in {s['root']}"
+    recipe = f"recipe {p['recipe_file']}" if p.get("recipe_file") else "recipe folder"
+    return [state(p.get("widecli"), "widecli"), state(p.get("recipe"), recipe),
+            f"packages: sha256 {str(p.get('packages'))[:12]} (name==version of every installed distribution)"]
+
+
 def leases_table(recipe: str, leases: list[dict]) -> None:
     t = Table(title=f"{recipe}: {len(leases)} lease(s)")
     for col in ("run_id", "host", "pid", "renewed", "owner"):

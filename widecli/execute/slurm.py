@@ -41,13 +41,14 @@ class RunTask:
     results: str
     device: str = "auto"
     threads: int | None = None   # --threads; None: auto within the task's allotted cores
+    provenance: dict | None = None   # the submitting driver's (execute.provenance)
 
     def __call__(self) -> list[tuple[str, str, str | None]]:
         specs = [with_checkpoints(RunSpec.model_validate(d)) for d in self.spec_dicts]
         device = resolve_device(self.device)
         threads_mod.configure(self.threads, 1)  # the task's CPU affinity is what SLURM allotted
         # A requeued attempt may find its old lease not yet gone: wait for it, then go on.
-        return run_group_when_free(specs, self.results, device).trained
+        return run_group_when_free(specs, self.results, device, provenance=self.provenance).trained
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption/timeout: requeue this same task (it resumes from the
@@ -89,12 +90,13 @@ def _executor(folder: Path, options: dict, name: str):
 
 
 def submit(groups: list[list[RunSpec]], results: Path, options: dict, device: str = "auto",
-           threads: int | None = None) -> list:
+           threads: int | None = None, provenance: dict | None = None) -> list:
     """Submit one array task per group; returns the submitit jobs (and records their ids)."""
     recipe = groups[0][0].recipe
     folder = Path(results) / ".slurm" / recipe
     ex = _executor(folder, options, f"widecli-{recipe}")
-    tasks = [RunTask([s.model_dump(mode="json") for s in g], str(results), device, threads) for g in groups]
+    tasks = [RunTask([s.model_dump(mode="json") for s in g], str(results), device, threads, provenance)
+             for g in groups]
     with ex.batch():
         jobs = [ex.submit(t) for t in tasks]
     atomic_write(folder / JOBS_FILE, json.dumps(
@@ -118,7 +120,7 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
     if not todo:
         return
     device = "auto" if ctx.requested_device == "auto" else ctx.requested_device
-    jobs = submit(todo, ctx.results, options, device, ctx.threads)
+    jobs = submit(todo, ctx.results, options, device, ctx.threads, ctx.provenance)
     for job, g in zip(jobs, todo):
         ctx.emit(Event("start", [label(s) for s in g], status=f"job {job.job_id}"))
     if options.get("no_wait"):

@@ -71,12 +71,13 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
           num_cpus: float | None = None, num_gpus: float | None = None,
           wait_timeout: float | None = None, options: dict | None = None,
-          fail_fast: bool = False, threads: int | None = None) -> SweepSummary:
+          fail_fast: bool = False, threads: int | None = None, provenance: dict | None = None) -> SweepSummary:
     """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each.
 
     options: executor-specific settings (slurm: partition, gpus_per_run, time_min, array_parallelism,
     no_wait, cluster). fail_fast: stop at the first failed run (SweepError naming it; the runs
-    stored so far are kept and the same command resumes) instead of recording it and going on."""
+    stored so far are kept and the same command resumes) instead of recording it and going on.
+    provenance: what every run records about its code and recipe (execute.provenance.collect)."""
     try:
         execute = EXECUTORS.get(executor)
     except RecipeError as e:
@@ -85,7 +86,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
         raise SweepError(f"--jobs: got {jobs}; must be >= 1")
     emit = on_event or (lambda e: None)
     ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
-                  address, num_cpus, num_gpus, options or {}, threads)
+                  address, num_cpus, num_gpus, options or {}, threads, provenance)
     threads_mod.configure(threads, jobs if executor == "local" else 1)
     planned = plan_runs(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
