@@ -15,7 +15,9 @@ from widecli.store import runs as store
 
 
 def test_a_stopped_group_leaves_nothing_stored_and_its_leases_free(make_recipe, tmp_path):
-    r = load_recipe(make_recipe({"widen": {"factors": [1]}, "seeds": [0, 1], "train": {"epochs": 6}}))
+    # with in-run checkpoints: a stopped group must not leave one behind to "resume" from
+    r = load_recipe(make_recipe({"widen": {"factors": [1]}, "seeds": [0, 1],
+                                 "train": {"epochs": 6, "checkpoint_every": 1}}))
     specs = expand(r)
     asked = []
 
@@ -27,6 +29,7 @@ def test_a_stopped_group_leaves_nothing_stored_and_its_leases_free(make_recipe, 
     assert asked == [(1, 6, 2), (2, 6, 2)]             # asked every epoch, with each run's last row
     assert [s.run_id for s in report.stopped] == [s.run_id for s in specs] and not report.trained
     assert all(run_status(tmp_path, s)[0] == "new" for s in specs)       # nothing half-written left
+    assert not any(store.run_dir(tmp_path, s).exists() for s in specs)
     assert all(lock.lock_owner(tmp_path, s) is None for s in specs)
     journal = (tmp_path / r.name / lock.LOCKS / "journal.log").read_text().split("\n")
     assert sum(line.endswith("stopped") for line in journal) == 2
