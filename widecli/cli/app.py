@@ -21,6 +21,8 @@ from widecli.analysis import ablate as ablate_mod
 from widecli.analysis import export as export_mod
 from widecli.analysis import kernel as kernel_mod
 from widecli.analysis import report as report_mod
+from widecli.analysis import tune as tune_mod
+from widecli.analysis import tune_report
 from widecli.cli import render
 from widecli.cli.render import out
 from widecli.config.expand import expand, make_spec
@@ -533,6 +535,40 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     render.written(comparison.files)
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def tune(recipe: Path = typer.Argument(..., help="recipe YAML file (with data.validation)"),
+         set_: Optional[List[str]] = SetOpt,
+         range_: Optional[List[str]] = typer.Option(
+             None, "--range", help="KEY=LOW:HIGH searched log-uniform (KEY=LOW:HIGH:linear: uniform); repeatable; "
+                                   "default train.lr from 1/100 to 100x the recipe's values"),
+         trials: int = typer.Option(20, "--trials", min=1, help="trials per (factor, method) cell: a budget, "
+                                                                "a restarted tune runs only the missing ones"),
+         no_prune: bool = Switch("--no-prune", help="train every trial to the end (default: stop trials in the "
+                                                    "bottom quarter at the same epoch)"),
+         jobs: str = JobsOpt, device: str = DeviceOpt, results: Path = ResultsOpt,
+         threads: Optional[int] = ThreadsOpt) -> None:
+    """Tune keys (default train.lr) per widening factor and method on the validation split (Optuna);
+    writes a recipe overlay with the best values and a report. Trials are ordinary stored runs."""
+    r = load_recipe(recipe, set_, warn=render.warning)
+    spaces = [tune_mod.parse_range(x) for x in range_ or []] or [tune_mod.default_space(r)]
+    s = tune_mod.setup(r, str(recipe), spaces, trials, results, prune=not no_prune,
+                       provenance=provenance.collect(recipe), overrides=list(set_ or []))
+    probe = tune_mod.probe_specs(s)
+    preflight.before_training(probe, results, device)
+    n_jobs = _jobs(jobs, probe, device)
+    render.tune_start(s, n_jobs)
+    with render.RunProgress(r.name, results) as progress:
+        tune_mod.tune(s, device, n_jobs, threads, emit=progress.on_event)
+    sums = tune_report.summarize(s)
+    command = shlex.join(["widecli", "tune", str(recipe), *[f"--set={x}" for x in set_ or []],
+                          *[f"--range={x}" for x in range_ or []], f"--trials={trials}",
+                          *(["--no-prune"] if no_prune else [])])
+    paths = tune_report.write(s, sums, command)
+    render.tune_summary(s, sums)
+    render.written(paths.values())
 
 
 @app.command()

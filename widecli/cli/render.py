@@ -189,6 +189,7 @@ class RunProgress:
         self.work: dict[str, float] = {}      # run_id -> work of the whole run
         self.credited: dict[str, float] = {}  # run_id -> work counted so far
         self.runs_done = self.runs_total = 0
+        self.best: dict[str, float] = {}      # tune: the best value per cell so far
 
     def __enter__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -248,6 +249,12 @@ class RunProgress:
                 p.update(self.overall, description=f"runs {self.runs_done}/{self.runs_total}")
             for k in [k for k in self.groups if run_id in k]:
                 p.remove_task(self.groups.pop(k))
+        elif e.kind == "finished":  # a group ended and says so per trial (tune), not per run
+            ids = {r[0] for r in e.runs}
+            for k in [k for k in self.groups if ids & set(k)]:
+                p.remove_task(self.groups.pop(k))
+        elif e.kind == "trial":
+            p.console.print(trial_line(e.status, e.rows[0], self.best), markup=False)
         elif e.kind == "note":
             p.console.print(f"[yellow]note:[/] {escape(e.error or '')}")
         elif e.kind == "wait":
@@ -279,6 +286,48 @@ class RunProgress:
         """A plain counted task (e.g. the kernel's models): returns a function advancing it by one."""
         task = self.progress.add_task(description, total=total, info="")
         return lambda: self.progress.advance(task)
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def trial_line(status: str, t: dict, best: dict[str, float]) -> str:
+    """`f=4 sparse trial 3/12 train.lr=136.2: validation 84.20% (best so far)`"""
+    values = ", ".join(f"{k}={v:.4g}" for k, v in t["values"].items())
+    head = f"{t['cell']} trial {t['trial']}/{t['budget']} {values}"
+    if status == "pruned":
+        at = f" (validation {pct(t['value'])} at epoch {t['epoch']})" if t.get("value") is not None else ""
+        return f"{head}: pruned{at}"
+    if status == "failed":
+        return f"{head}: failed: {t.get('error')}"
+    mark = ""
+    if t["value"] > best.get(t["cell"], -1.0):
+        best[t["cell"]] = t["value"]
+        mark = " (best so far)"
+    diverged = f", {t['diverged']} run(s) diverged" if t.get("diverged") else ""
+    return f"{head}: validation {pct(t['value'])}{diverged}{mark}"
+
+
+def tune_start(s, jobs: int) -> None:
+    cells = ", ".join(c.name for c in s.cells)
+    space = "; ".join(sp.text() for sp in s.spaces)
+    out.print(f"[bold]{s.recipe.name}[/]: tuning {escape(space)} per cell ({cells}): up to {s.trials} trials each, "
+              f"{len(s.recipe.seeds)} seed(s) per trial, {jobs} process(es); runs in {s.results / s.recipe.name}, "
+              f"the search in {s.folder / 'optuna.db'} (interrupt and rerun to resume)")
+
+
+def tune_summary(s, sums) -> None:
+    t = Table(title=f"{s.recipe.name}: best per cell (validation accuracy, mean over seeds)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    for col in ("cell", *[f"best {sp.key}" for sp in s.spaces], "validation", "test at best", "complete",
+                "pruned", "failed"):
+        t.add_column(col, no_wrap=True, justify="left" if col == "cell" else "right")
+    for c in sums:
+        b = c.best
+        t.add_row(c.cell.name, *[f"{b['values'][sp.key]:.4g}" if b else "-" for sp in s.spaces],
+                  pct(b["value"]) if b else "-", pct(b["test"]) if b and b["test"] is not None else "-",
+                  str(c.count("complete")), str(c.count("pruned")), str(c.count("fail")))
+    out.print(t)
 
 
 # --------------------------------------------------------------------------- sweep
