@@ -35,6 +35,7 @@ from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight, provenance
 from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import run_group, run_group_when_free
+from widecli.execute import slurm as slurm_mod
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
@@ -303,6 +304,16 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
                                        help="slurm: return after submitting; `widecli sweep RECIPE` again re-attaches"),
           slurm_cluster: Optional[str] = typer.Option(
               None, "--slurm-cluster", help="slurm: `local` runs the array tasks as processes here (no SLURM)"),
+          mem: Optional[str] = typer.Option(None, "--mem", help="slurm: memory per task, e.g. 16G or 4000M"),
+          account: Optional[str] = typer.Option(None, "--account", help="slurm: the account charged"),
+          qos: Optional[str] = typer.Option(None, "--qos", help="slurm: quality of service"),
+          constraint: Optional[str] = typer.Option(None, "--constraint", help="slurm: node features, e.g. a100"),
+          slurm_setup: Optional[List[str]] = typer.Option(
+              None, "--slurm-setup", help="slurm: a shell line run before each task (module load, venv "
+                                          "activation); repeatable, in order"),
+          slurm_option: Optional[List[str]] = typer.Option(
+              None, "--slurm-option", help="slurm: any other sbatch option, KEY=VALUE (or KEY for a switch), "
+                                           "e.g. mail-type=END; repeatable"),
           num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="ray: CPUs per run (default 1)"),
           num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
                                                    help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
@@ -339,9 +350,14 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         return
     if as_json:
         raise RecipeError("--json: sweep prints JSON with --dry-run only (the plan); training shows progress")
+    given = [o for o, v in (("--mem", mem), ("--account", account), ("--qos", qos), ("--constraint", constraint),
+                            ("--slurm-setup", slurm_setup), ("--slurm-option", slurm_option)) if v]
+    if given and executor != "slurm":
+        raise RecipeError(f"{given[0]}: a SLURM option; it applies with --executor slurm (got --executor {executor})")
     options = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run,
                "time_min": slurm_minutes(time_limit), "array_parallelism": array_parallelism,
-               "no_wait": no_wait, "cluster": slurm_cluster}
+               "no_wait": no_wait, "cluster": slurm_cluster,
+               "slurm": slurm_mod.check_options(mem, account, qos, constraint, slurm_setup or [], slurm_option or [])}
     if executor != "slurm":  # the memory check runs where the runs run: here, unless submitted
         preflight.before_training(specs, results, device, force)
     with render.RunProgress(r.name, results) as progress:
