@@ -83,6 +83,20 @@ def test_table1_flag_prints_table1_only(tmp_path):
 # ---------------------------------------------------------------- terminal Table 1
 
 
+def _whole_figures(table, text: str) -> None:
+    """Every baseline and best-sparse figure (mean±std, two decimals) printed in one piece."""
+    words = " ".join(text.split())
+    for col in ("baseline", "sparse"):
+        for mean, std in zip(table[col], table[f"{col}_std"]):
+            if mean == mean:
+                figure = f"{100 * mean:.2f}" + (f"±{100 * std:.2f}" if std == std else "")
+                assert figure in words, (col, figure)
+
+
+def _row_labels(groups) -> list[tuple[str, str]]:
+    return [(head, label) for head, rows in groups for label, _ in rows]
+
+
 @pytest.mark.parametrize("width", [120, 100])
 def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
@@ -90,22 +104,53 @@ def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_tabl
     text = console.export_text()
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= width
-    assert len(lines) <= len(committed_table1) + 6  # one line per study
-    # Every baseline of the full table appears whole (mean±std, two decimals) in the terminal.
-    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
-        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
-    assert not re.search(r"\d…|…\d", text), "a number was cut"
+    _whole_figures(committed_table1, text)
+    assert not re.search(r"\d…|…\d|…", text), "a number or a label was cut"
+
+
+def test_terminal_table1_tells_every_row_apart(committed_table1):
+    """Issue 28: at 100 columns seven groups of rows of mnist1d_ablation looked identical (the recipe
+    cut to `mnist1d_ablatio…` and the settings that differ dropped). Every row's visible label (its
+    recipe group and its settings) is unique, each setting whole, and rows are grouped per recipe."""
+    from widecli.cli.tables import table1_groups
+
+    groups = table1_groups(committed_table1)
+    labels = _row_labels(groups)
+    assert len(set(labels)) == len(labels) == len(committed_table1)
+    assert [head.split(" ")[0] for head, _ in groups] == list(dict.fromkeys(committed_table1["recipe"]))
+    console = Console(width=100, file=io.StringIO(), record=True)
+    console.print(render.table1_compact(committed_table1, 100))
+    words = console.export_text().split()
+    for head, label in labels:   # each setting of each label printed whole (wrapped only between settings)
+        assert all(w in words for w in label.split()), label
+    ablation = [label for head, label in labels if head.startswith("mnist1d_ablation")]
+    assert "first leveling ep=100 scope=widened" in ablation and "first leveling ep=100 scope=all" in ablation
 
 
 @pytest.mark.parametrize("width", [80, 50])
-def test_a_narrow_terminal_gets_one_block_per_study(committed_table1, width):
+def test_a_narrow_terminal_keeps_every_row_whole(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
     console.print(render.table1_compact(committed_table1, width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     assert not re.search(r"\d…|…\d", text)
-    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
-        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
+    _whole_figures(committed_table1, text)
+    from widecli.cli.tables import table1_groups
+
+    words = text.split()
+    for _, label in _row_labels(table1_groups(committed_table1)):
+        assert all(w in words for w in label.split()), label
+
+
+def test_report_of_a_folder_with_only_the_studies_says_where_they_are(tmp_path):
+    (tmp_path / "studies").mkdir()
+    import shutil
+
+    shutil.copytree(STUDIES / "digits_cnn", tmp_path / "studies" / "digits_cnn")
+    r = invoke("report", tmp_path, "--table1")
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1
+    assert f"widecli report {tmp_path / 'studies'}" in " ".join(r.output.split())
 
 
 def test_report_files_keep_the_full_table(committed_table1):

@@ -56,6 +56,10 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     if not rows:
         where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
         why = f" ({len(rejected)} result file(s) rejected: {rejected[0]})" if rejected else ""
+        inside = [d for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob(f"*/*/{store.RESULT}"))]
+        if not recipes and not rejected and inside:  # e.g. results/ of a fresh clone: results/studies/ holds them
+            raise StoreError(f"{root}: no finished runs here, but {inside[0]} holds some: widecli report "
+                             f"{inside[0]}")
         raise StoreError(f"{root}: no finished runs{where}{why}; run `widecli sweep RECIPE` first")
     df = pd.DataFrame(rows)
     df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI

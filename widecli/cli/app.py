@@ -370,7 +370,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         return
     render.sweep_summary(summary)
     if summary.ok:  # this sweep's own Table 1 rows; `report` shows every study in the folder
-        out.print(render.table1_compact(report_mod.table1_of(results, [r.name]), out.width or 120))
+        out.print(render.table1_compact(report_mod.table1_of(results, [r.name]), render.width()))
         out.print(f"all studies in {results}, with report files: widecli report {results}  "
                   f"(plots: --plot, learning curves: --curves)")
     if summary.failed:
@@ -447,7 +447,7 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
             text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
             typer.echo(text if fmt == "csv" else f"{report_mod.TITLES[name]}\n\n{text}\n")
         elif name == "table1":  # fits the terminal; the files hold every column
-            out.print(render.table1_compact(rep.tables[name], out.width or 120))
+            out.print(render.table1_compact(rep.tables[name], render.width()))
         else:
             out.print(render.table(shown, report_mod.TITLES[name]))
     if charts and not fmt:
@@ -534,7 +534,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     for note in notes:
         out.print(f"[yellow]note:[/] {note}")
     if dry_run:
-        out.print(render.table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
+        out.print(render.table(ablate_mod.dry_run(arms, results), f"{arms[0].recipe.name}: "
                                f"{len(arms)} arm(s) from {path}"))
         return
     specs = ablate_mod.all_specs(arms)
@@ -546,7 +546,7 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
     per_factor, per_arm = ablate_mod.display(comparison)
-    out.print(render.table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds"))
+    out.print(render.table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds", keep=2))
     out.print(render.table(per_arm, "Table 1 per arm; Δ = best wide accuracy minus the reference's (points)"))
     render.written(comparison.files)
     if summary.failed:

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from widecli.analysis.frame import Study, ok_runs, short_label
-from widecli.analysis.report import with_interval
+from widecli.analysis.frame import Study, ok_runs
+from widecli.cli.tables import fitted, table1_compact  # noqa: F401 (table1_compact: the CLI's)
 from widecli.execute.preflight import size
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
@@ -96,14 +96,15 @@ def layer_summary(layers: dict) -> str:
     return ", ".join(f"{n}:{v['connectivity']:.3g}" for n, v in layers.items())
 
 
-def table(df: pd.DataFrame, title: str) -> Table:
-    """A DataFrame of display strings as a rich Table (the one table renderer)."""
-    t = Table(title=title, title_justify="left")
-    for col in df.columns:
-        t.add_column(str(col), overflow="fold")
-    for row in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in row])
-    return t
+def width() -> int:
+    """The terminal's columns (200 when stdout is not a terminal: a log keeps every column)."""
+    return out.width or 120
+
+
+def table(df: pd.DataFrame, title: str, keep: int = 1, more: str = "the report files have every column"):
+    """A DataFrame of display strings as a table that fits the terminal (cli.tables.fitted: no cell
+    is ever split; columns are left out from the right, the first `keep` never)."""
+    return fitted(df.astype(str), title, width(), keep=keep, more=more)
 
 
 # --------------------------------------------------------------------------- check, layers, train
@@ -113,22 +114,26 @@ def check_table(name: str, shape, classes: int, rows: list[tuple], memory: dict[
                 available: int | None = None) -> None:
     """rows: (spec, weight plan, whether the method holds the budget) per planned run; memory: run id
     -> estimated training memory (bytes; red where over `available`)."""
-    t = Table(title=f"{name}: {len(rows)} runs, input {shape}, {classes} classes")
-    for col in ("run_id", "factor", "method", "seed", "widths", "budget", "nonzeros", "gap",
-                "connectivity", "per-layer connectivity", *(["memory"] if memory else [])):
-        t.add_column(col, overflow="fold")
+    records = []
     for s, p, budgeted in rows:
         gap = p.budget - p.nonzeros
-        gap_s = "[green]0[/]" if gap == 0 else (f"{gap:+,}" if budgeted else "-")
-        mem = []
+        record = {"run_id": s.run_id, "factor": f"{s.factor:g}", "method": s.method, "seed": str(s.seed),
+                  "connectivity": f"{p.connectivity:.4f}", "nonzeros": fmt_count(p.nonzeros),
+                  "budget": fmt_count(p.budget),
+                  "gap": "[green]0[/]" if gap == 0 else (f"{gap:+,}" if budgeted else "-"),
+                  "widths": ",".join(str(w) for w in p.widths.values()),
+                  "per-layer connectivity": escape(layer_summary(p.layers()))}
         if memory:
             need = memory.get(s.run_id)
             over = available is not None and need is not None and need > available
-            mem = ["-" if need is None else f"[red]{size(need)}[/]" if over else size(need)]
-        t.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), ",".join(str(w) for w in p.widths.values()),
-                  fmt_count(p.budget), fmt_count(p.nonzeros), gap_s, f"{p.connectivity:.4f}",
-                  layer_summary(p.layers()), *mem)
-    out.print(t)
+            record["memory"] = "-" if need is None else f"[red]{size(need)}[/]" if over else size(need)
+        records.append(record)
+    df = pd.DataFrame(records)
+    # Left out first when the terminal is narrow; run_id .. seed tell the runs apart and stay.
+    order = ["per-layer connectivity", "widths", "budget", "gap", "nonzeros", "memory", "connectivity"]
+    out.print(fitted(df, f"{name}: {len(rows)} runs, input {shape}, {classes} classes", width(), keep=4,
+                     order=[c for c in order if c in df], markup=True,
+                     right=("factor", "seed", "connectivity", "nonzeros", "budget", "gap", "memory")))
     masked = [s for s, p, _ in rows if p.masked]
     if masked:
         short = [s for s in masked if s.sparsity.granularity == "kernel"]
@@ -335,17 +340,21 @@ def tune_summary(s, sums) -> None:
 
 def runs_list(results: Path, runs) -> None:
     """`widecli runs`: one line per stored run."""
-    t = Table(title=f"{results}: {len(runs)} run(s)", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("recipe", "run_id", "status", "factor", "method", "seed", "test acc %", "epochs", "written"):
-        t.add_column(col, no_wrap=True, justify="right" if col in ("factor", "seed", "test acc %", "epochs") else "left")
     colours = {"ok": "green", "diverged": "yellow", "failed": "red", "corrupt": "red", "partial": "dim"}
+    records = []
     for r in runs:
         row = r.row
-        t.add_row(r.recipe, r.run_id, f"[{colours[r.status]}]{r.status}[/]",
-                  "-" if row.get("factor") is None else f"{row['factor']:g}", str(row.get("method", "-")),
-                  str(row.get("seed", "-")), pct(row.get("test_accuracy"))[:-1] if row.get("test_accuracy") is not None
-                  else "-", str(row.get("epochs_run", "-")), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))
-    out.print(t)
+        records.append({"recipe": escape(r.recipe), "run_id": r.run_id, "status": f"[{colours[r.status]}]{r.status}[/]",
+                        "factor": "-" if row.get("factor") is None else f"{row['factor']:g}",
+                        "method": str(row.get("method", "-")), "seed": str(row.get("seed", "-")),
+                        "test acc %": pct(row.get("test_accuracy"))[:-1] if row.get("test_accuracy") is not None
+                        else "-", "epochs": str(row.get("epochs_run", "-")),
+                        "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified))})
+    df = pd.DataFrame(records, columns=["recipe", "run_id", "status", "factor", "method", "seed", "test acc %",
+                                        "epochs", "written"])
+    out.print(fitted(df, f"{results}: {len(runs)} run(s)", width(), keep=2, markup=True,
+                     order=["written", "epochs", "recipe", "seed", "method", "factor", "test acc %", "status"],
+                     right=("factor", "seed", "test acc %", "epochs")))
     for r in runs:
         if r.error:
             out.print(f"[red]corrupt[/] {r.run_id}: {escape(r.error)}")
@@ -389,17 +398,21 @@ def leases_table(recipe: str, leases: list[dict]) -> None:
 
 def plan_table(name: str, planned, connectivity: dict[str, float]) -> None:
     todo = sum(p.todo for p in planned)
-    t = Table(title=f"{name}: {len(planned)} runs, {todo} to train")
-    for col in ("run_id", "factor", "method", "seed", "axes", "connectivity", "status", "train"):
-        t.add_column(col, overflow="fold")
     colours = {"finished": "green", "failed": "red", "corrupt": "red", "partial": "yellow"}
+    records = []
     for p in planned:
         s = p.spec
-        axes = ", ".join(f"{k}={v}" for k, v in s.axes.items())
-        status = f"[{colours[p.status]}]{p.status}[/]" if p.status in colours else p.status
-        t.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), axes, f"{connectivity[p.run_id]:.4f}",
-                  status, "yes" if p.todo else "-")
-    out.print(t)
+        records.append({"run_id": s.run_id, "factor": f"{s.factor:g}", "method": s.method, "seed": str(s.seed),
+                        "axes": escape(", ".join(f"{k}={v}" for k, v in s.axes.items())),
+                        "connectivity": f"{connectivity[p.run_id]:.4f}",
+                        "status": f"[{colours[p.status]}]{p.status}[/]" if p.status in colours else p.status,
+                        "train": "yes" if p.todo else "-"})
+    df = pd.DataFrame(records, columns=["run_id", "factor", "method", "seed", "axes", "connectivity", "status", "train"])
+    if not any(df["axes"]):
+        df = df.drop(columns="axes")
+    out.print(fitted(df, f"{name}: {len(planned)} runs, {todo} to train", width(), keep=1, markup=True,
+                     order=[c for c in ("connectivity", "seed", "method", "factor", "axes", "status") if c in df],
+                     right=("factor", "seed", "connectivity")))
     for p in planned:
         if p.error:
             out.print(f"[red]corrupt[/] {p.run_id}: {escape(p.error)}")
@@ -423,90 +436,6 @@ def sweep_summary(summary: SweepSummary) -> None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-ABBREVIATIONS = {"epochs": "ep", "normalize": "norm", "scope": "scope", "batch_size": "bs", "weight_decay": "wd",
-                 "parameterization": "param", "granularity": "gran", "optimizer": "opt", "schedule": "sched"}
-# Columns a narrow terminal drops first (the files keep them all).
-OPTIONAL = ("lin. bottl.", "nonlin. bottl.", "note", "model", "Δ sparse [95% CI]", "rule", "widened")
-
-
-def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or pd.isna(mean):
-        return "-"
-    return f"{100 * mean:.{digits}f}" + ("" if pd.isna(std) else f"±{100 * std:.{digits}f}")
-
-
-def table1_compact(t: pd.DataFrame, width: int) -> Table | Text:
-    """Table 1 for a terminal of `width` columns: one line per study (the recipe and the settings
-    that vary within it, abbreviated), short column names; numbers never wrap or shrink (text
-    columns end in … instead), and the optional columns go first when even that is too wide.
-    The report files keep the full table."""
-    settings = [c for c in t.columns if "." in c]
-    varying = {rec: [c for c in settings if g[c].map(str).nunique() > 1] for rec, g in t.groupby("recipe")}
-    rows = []
-    for _, r in t.iterrows():
-        extra = " ".join(f"{ABBREVIATIONS.get(c.split('.')[-1], c.split('.')[-1])}={short(r[c])}"
-                         for c in varying[r["recipe"]] if str(r[c]) not in ("-", "nan", "None"))
-        row = {"study": f"{r['recipe']} {extra}".strip(), "model": r.get("model", "-"),
-               "widened": r.get("widened", "-"), "rule": r.get("rule", "-"),
-               "base %": _pm(r["baseline"], r["baseline_std"]),
-               "sparse % (f, conn.)": "-" if pd.isna(r["sparse"]) else
-               f"{_pm(r['sparse'], r.get('sparse_std'))} (f{r['sparse_factor']:g}, {r['sparse_connectivity']:.2g}"
-               f"{', by val.' if r.get('selected_by') == 'validation' else ''})",
-               "dense % (f)": "-" if pd.isna(r["dense"]) else f"{_pm(r['dense'], r.get('dense_std'))} "
-                                                                   f"(f{r['dense_factor']:g})",
-               "Δ sparse [95% CI]": with_interval(r.get("delta"), r.get("delta_ci95", ""), 100.0, sign=True, digits=1),
-               "fraction [95% CI]": with_interval(r["fraction"], r.get("fraction_ci95", ""), 1.0)}
-        for m, name in (("linear_bottleneck", "lin. bottl."), ("nonlinear_bottleneck", "nonlin. bottl.")):
-            if m in t:
-                row[name] = "-" if pd.isna(r[m]) else f"{_pm(r[m], r[f'{m}_std'], 1)} (f{r[f'{m}_factor']:g})"
-        row["note"] = r.get("note") or "-"
-        rows.append(row)
-    d = pd.DataFrame(rows)
-    d = d[[c for c in d.columns if c in ("study", "base %", "fraction [95% CI]") or (d[c] != "-").any()]]
-    full = {c: int(max(d[c].map(len).max(), len(c))) for c in d.columns}
-    text = ("study", "model", "note")
-
-    def fixed(cols) -> int:  # every column but the study at full width (note and model at most 24)
-        return sum(min(full[c], 24) if c in text else full[c] for c in cols if c != "study") + 3 * len(cols)
-    cols = list(d.columns)
-    for c in OPTIONAL:
-        if fixed(cols) + 16 <= width:
-            break
-        if c in cols:
-            cols.remove(c)
-    if fixed(cols) + 12 > width:  # too narrow for columns: one block per study, wrapped between fields
-        blocks = [f"{r['study']}\n  " + "; ".join(f"{c} {r[c]}" for c in cols if c != "study") for _, r in d.iterrows()]
-        return Text("Table 1 (test accuracy in %, mean±std over seeds)\n" + "\n".join(blocks))
-    tab = Table(title=f"Table 1: {len(d)} studies; test accuracy in %, mean±std over seeds (all columns: the "
-                      f"report files)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                show_edge=False)
-    widths = {c: max(8, min(full[c], width - fixed(cols))) if c == "study" else min(full[c], 24) if c in text
-              else full[c] for c in cols}
-    for c in cols:
-        tab.add_column(c, no_wrap=True, overflow="ellipsis", width=widths[c], justify="left" if c in text else "right")
-    for _, r in d.iterrows():
-        tab.add_row(*[escape(fit_words(str(r[c]), widths[c]) if c in text else str(r[c])) for c in cols])
-    return tab
-
-
-def fit_words(s: str, width: int) -> str:
-    """`s` cut to `width` at a space (a trailing " …" says so: "ep=100 …" cannot be read as a cut
-    "ep=1000"), never inside a word or a number."""
-    if len(s) <= width:
-        return s
-    words, kept = s.split(" "), ""
-    for w in words:
-        if len(kept) + len(w) + (1 if kept else 0) > width - 2:
-            break
-        kept += (" " if kept else "") + w
-    return f"{kept} …" if kept else s[: width - 1] + "…"
-
-
-def short(v) -> str:
-    s = short_label(v)
-    return s if len(s) <= 14 else s[:13] + "…"
 
 
 def text_chart(study: Study, width: int = 60) -> str:
