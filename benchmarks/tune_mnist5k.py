@@ -61,6 +61,14 @@ def val_accuracy(results: Path, factor: float, lr: float) -> tuple[float, float]
     return float(np.mean(vals)), float(np.std(vals, ddof=1))
 
 
+def rebase(overlay: Path) -> None:
+    """The copied overlay's `base:` made relative to its new folder (it still runs from there)."""
+    lines = overlay.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("base: "))
+    lines[i] = f"base: {os.path.relpath(RECIPE, overlay.parent)}"
+    overlay.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=12)
@@ -79,6 +87,7 @@ def main() -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("tune.md", "tune.png", "overlay.yaml"):
         shutil.copy(folder / name, dest / name)
+    rebase(dest / "overlay.yaml")
     import yaml
 
     tuned = {float(f): v for f, v in yaml.safe_load((folder / "overlay.yaml").read_text())["widen"]["per_factor"]
