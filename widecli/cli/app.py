@@ -64,7 +64,8 @@ class OneLineGroup(typer.core.TyperGroup):
                 sys.exit(e.exit_code)
             where = e.ctx.command_path if getattr(e, "ctx", None) else "widecli"
             argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
-            message = _switch_value(e, argv) or " ".join(e.format_message().split()) + _given(e, argv)
+            message = (_set_without_equals(e, argv) or _switch_value(e, argv)
+                       or " ".join(e.format_message().split()) + _given(e, argv))
             render.error(f"{where}: {message} (see {where} --help)")
             sys.exit(e.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
@@ -91,6 +92,16 @@ def _switch_value(e, args: list[str]) -> str | None:
         if flag in switches and value.lower() in BOOL_WORDS:
             return (f"{flag} is a switch and takes no value (got {value!r}): give {flag} alone to turn it "
                     f"on, leave it out to keep it off")
+    return None
+
+
+def _set_without_equals(e, args: list[str]) -> str | None:
+    """`--set train.lr 0.1`: Click reads 0.1 as an extra argument; say how to write it."""
+    if "unexpected extra argument" not in e.format_message():
+        return None
+    for flag, key, value in zip(args, args[1:], args[2:]):
+        if flag == "--set" and "=" not in key and not value.startswith("-"):
+            return f"--set {key} {value}: did you mean --set {key}={value}? (one argument, no spaces around =)"
     return None
 
 

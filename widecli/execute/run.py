@@ -45,6 +45,7 @@ class Event:
     error: str | None = None
     holders: list[dict] = field(default_factory=list)  # wait: the leases (host, pid, renewed) waited for
     work: dict = field(default_factory=dict)  # plan: run_id -> training work (execute.plan.work) of runs to train
+    estimate: float | None = None   # plan: seconds the sweep should take, from finished runs' times (or None)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
 from widecli.execute import local, ray, slurm
-from widecli.execute.plan import plan_runs, stack_groups, work
+from widecli.execute.plan import plan_runs, seconds_per_work, stack_groups, work
 from widecli.execute.run import Context, Event, GroupReport, label, wait_unlocked
 from widecli.registry import Registry
 from widecli.store import runs as store
@@ -91,12 +91,17 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
     planned = plan_runs(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
     summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
-    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=work(todo)))
+    first = stack_groups(todo, ctx.device)
+    todo_work = work(todo, {s.run_id: len(g) for g in first for s in g})
+    rate = seconds_per_work(results, planned) if todo else None
+    # in parallel: --jobs local processes at once, however many groups they have to share
+    estimate = (sum(todo_work.values()) * rate / min(jobs, len(first)) if rate and executor == "local" else None)
+    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=todo_work, estimate=estimate))
     recipes = sorted({s.recipe for s in specs})
     pending = todo
     while pending:
         busy = []
-        groups = execute(stack_groups(pending, ctx.device), ctx)
+        groups = execute(first if pending is todo else stack_groups(pending, ctx.device), ctx)
         for group, report in groups:
             _tally(summary, report, group, emit)
             busy += report.busy
