@@ -449,6 +449,8 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
                            out=out_dir, recipes=names or None, expected=expected, curves=curves)
     for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
         render.warning(f"{why} (not counted)")
+    for line in rep.notes:
+        render.note(line)
     if as_json:
         render.json_out({name: render.records(t) for name, t in rep.tables.items()})
         render.written(rep.files, to_stderr=True)

@@ -60,6 +60,10 @@ def warning(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
 
 
+def note(message: str) -> None:
+    err.print(f"[cyan]note:[/] {escape(message)}", markup=True)
+
+
 def json_out(doc) -> None:
     """One JSON document on stdout, nothing else there (numbers as numbers, NaN as null)."""
     sys.stdout.write(json.dumps(_jsonable(doc), indent=1, default=str) + "\n")
