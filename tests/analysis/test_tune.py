@@ -5,7 +5,6 @@ and an overlay that loads and whose runs are the best trials' runs."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from widecli.analysis import tune_report
 from widecli.cli.app import app
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
-from widecli.errors import RecipeError
 from widecli.execute.plan import run_status
 from widecli.store import lock
 from widecli.store import runs as store

@@ -226,10 +226,10 @@ def _without(d: dict, keys: list[str]) -> dict:
 
 def _optuna():
     try:
-        # Lazy: an optional extra; with SQLAlchemy under it ~0.5 s to import, paid by `tune` only.
+        # Lazy: with SQLAlchemy under it ~0.5 s to import, paid by `tune` only.
         import optuna
     except ImportError:
-        raise WidecliError("tune: optuna is not installed; pip install 'widecli[tune]'") from None
+        raise WidecliError("tune: optuna is not installed (a dependency of widecli); pip install 'optuna>=3.0'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # widecli prints its own trial lines
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

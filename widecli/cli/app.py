@@ -23,7 +23,7 @@ from widecli.analysis import kernel as kernel_mod
 from widecli.analysis import report as report_mod
 from widecli.analysis import tune as tune_mod
 from widecli.analysis import tune_report
-from widecli.cli import render
+from widecli.cli import render, tuning
 from widecli.cli.render import out
 from widecli.config.expand import expand, make_spec
 from widecli.config.load import load_recipe
@@ -588,7 +588,7 @@ def tune(recipe: Path = typer.Argument(..., help="recipe YAML file (with data.va
     probe = tune_mod.probe_specs(s)
     preflight.before_training(probe, results, device)
     n_jobs = _jobs(jobs, probe, device)
-    render.tune_start(s, n_jobs)
+    tuning.tune_start(s, n_jobs)
     with render.RunProgress(r.name, results) as progress:
         tune_mod.tune(s, device, n_jobs, threads, emit=progress.on_event)
     sums = tune_report.summarize(s)
@@ -596,7 +596,7 @@ def tune(recipe: Path = typer.Argument(..., help="recipe YAML file (with data.va
                           *[f"--range={x}" for x in range_ or []], f"--trials={trials}",
                           *(["--no-prune"] if no_prune else [])])
     paths = tune_report.write(s, sums, command)
-    render.tune_summary(s, sums)
+    tuning.tune_summary(s, sums)
     render.written(paths.values())
 
 

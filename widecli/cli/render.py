@@ -13,38 +13,19 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
-from rich.text import Text
 
 from widecli.analysis.frame import Study, ok_runs
+from widecli.cli.console import duration, err, out, pct  # noqa: F401 (out, err: the consoles of every command)
 from widecli.cli.tables import fitted, table1_compact  # noqa: F401 (table1_compact: the CLI's)
+from widecli.cli.tuning import trial_line
 from widecli.execute.eta import Eta
 from widecli.execute.preflight import size
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
 from widecli.methods import bottlenecks
-
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def pct(fraction: float, decimals: int = 2) -> str:
-    """THE accuracy format everywhere widecli prints one: a percentage with fixed decimals."""
-    return "-" if fraction is None or fraction != fraction else f"{100 * fraction:.{decimals}f}%"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
 
 def error(message: str) -> None:
     """One red line on stderr (a value like [b] in the message is not markup)."""
@@ -354,48 +335,6 @@ class RunProgress:
         """A plain counted task (e.g. the kernel's models): returns a function advancing it by one."""
         task = self.progress.add_task(description, total=total, info="", left="")
         return lambda: self.progress.advance(task)
-
-
-# --------------------------------------------------------------------------- tune
-
-
-def trial_line(status: str, t: dict, best: dict[str, float]) -> str:
-    """`f=4 sparse trial 3/12 train.lr=136.2: validation 84.20% (best so far)`"""
-    values = ", ".join(f"{k}={v:.4g}" for k, v in t["values"].items())
-    head = f"{t['cell']} trial {t['trial']}/{t['budget']} {values}"
-    if status == "pruned":
-        at = f" (validation {pct(t['value'])} at epoch {t['epoch']})" if t.get("value") is not None else ""
-        return f"{head}: pruned{at}"
-    if status == "failed":
-        return f"{head}: failed: {t.get('error')}"
-    mark = ""
-    if t["value"] > best.get(t["cell"], -1.0):
-        best[t["cell"]] = t["value"]
-        mark = " (best so far)"
-    diverged = f", {t['diverged']} run(s) diverged" if t.get("diverged") else ""
-    return f"{head}: validation {pct(t['value'])}{diverged}{mark}"
-
-
-def tune_start(s, jobs: int) -> None:
-    cells = ", ".join(c.name for c in s.cells)
-    space = "; ".join(sp.text() for sp in s.spaces)
-    out.print(f"[bold]{s.recipe.name}[/]: tuning {escape(space)} per cell ({cells}): up to {s.trials} trials each, "
-              f"{len(s.recipe.seeds)} seed(s) per trial, {jobs} process(es); runs in {s.results / s.recipe.name}, "
-              f"the search in {s.folder / 'optuna.db'} (interrupt and rerun to resume)")
-
-
-def tune_summary(s, sums) -> None:
-    t = Table(title=f"{s.recipe.name}: best per cell (validation accuracy, mean over seeds)", title_justify="left",
-              box=box.SIMPLE_HEAD)
-    for col in ("cell", *[f"best {sp.key}" for sp in s.spaces], "validation", "test at best", "complete",
-                "pruned", "failed"):
-        t.add_column(col, no_wrap=True, justify="left" if col == "cell" else "right")
-    for c in sums:
-        b = c.best
-        t.add_row(c.cell.name, *[f"{b['values'][sp.key]:.4g}" if b else "-" for sp in s.spaces],
-                  pct(b["value"]) if b else "-", pct(b["test"]) if b and b["test"] is not None else "-",
-                  str(c.count("complete")), str(c.count("pruned")), str(c.count("fail")))
-    out.print(t)
 
 
 # --------------------------------------------------------------------------- sweep
