@@ -32,7 +32,8 @@ def parse(ap) -> argparse.Namespace:
 
 def mnist_shaped(device="cpu", repeat: int = 1) -> DeviceDataset:
     """MNIST-1D upsampled to 784 features, [N, 1, 28, 28]; `repeat` tiles the training set."""
-    x_train, y_train, x_test, y_test = load_arrays(DataConfig(dataset="mnist1d"))
+    s = load_arrays(DataConfig(dataset="mnist1d"))   # data.splits.Splits (validation split: none here)
+    x_train, y_train, x_test, y_test = s.x_train, s.y_train, s.x_test, s.y_test
 
     def up(a):
         t = torch.from_numpy(a)[:, None]

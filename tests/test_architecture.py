@@ -31,7 +31,7 @@ LAYERS = [
 # optional extras, and heavy libraries that only one loader, one plot or one backend needs.
 LAZY_ALLOWED = {"ray", "submitit", "matplotlib", "sklearn", "mnist1d", "scipy", "torchvision", "psutil",
                 "mlxtend", "mlflow", "tensorboard", "wandb", "torch.utils.tensorboard",
-                "numba", "numba.core"}
+                "numba", "numba.core", "optuna", "optuna.trial"}
 
 
 def _module_name(path: Path) -> str:

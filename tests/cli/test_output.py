@@ -83,6 +83,20 @@ def test_table1_flag_prints_table1_only(tmp_path):
 # ---------------------------------------------------------------- terminal Table 1
 
 
+def _whole_figures(table, text: str) -> None:
+    """Every baseline and best-sparse figure (mean±std, two decimals) printed in one piece."""
+    words = " ".join(text.split())
+    for col in ("baseline", "sparse"):
+        for mean, std in zip(table[col], table[f"{col}_std"]):
+            if mean == mean:
+                figure = f"{100 * mean:.2f}" + (f"±{100 * std:.2f}" if std == std else "")
+                assert figure in words, (col, figure)
+
+
+def _row_labels(groups) -> list[tuple[str, str]]:
+    return [(head, label) for head, rows in groups for label, _ in rows]
+
+
 @pytest.mark.parametrize("width", [120, 100])
 def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
@@ -90,22 +104,53 @@ def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_tabl
     text = console.export_text()
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= width
-    assert len(lines) <= len(committed_table1) + 6  # one line per study
-    # Every baseline of the full table appears whole (mean±std, two decimals) in the terminal.
-    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
-        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
-    assert not re.search(r"\d…|…\d", text), "a number was cut"
+    _whole_figures(committed_table1, text)
+    assert not re.search(r"\d…|…\d|…", text), "a number or a label was cut"
+
+
+def test_terminal_table1_tells_every_row_apart(committed_table1):
+    """Issue 28: at 100 columns seven groups of rows of mnist1d_ablation looked identical (the recipe
+    cut to `mnist1d_ablatio…` and the settings that differ dropped). Every row's visible label (its
+    recipe group and its settings) is unique, each setting whole, and rows are grouped per recipe."""
+    from widecli.cli.tables import table1_groups
+
+    groups = table1_groups(committed_table1)
+    labels = _row_labels(groups)
+    assert len(set(labels)) == len(labels) == len(committed_table1)
+    assert [head.split(" ")[0] for head, _ in groups] == list(dict.fromkeys(committed_table1["recipe"]))
+    console = Console(width=100, file=io.StringIO(), record=True)
+    console.print(render.table1_compact(committed_table1, 100))
+    words = console.export_text().split()
+    for head, label in labels:   # each setting of each label printed whole (wrapped only between settings)
+        assert all(w in words for w in label.split()), label
+    ablation = [label for head, label in labels if head.startswith("mnist1d_ablation")]
+    assert "first leveling ep=100 scope=widened" in ablation and "first leveling ep=100 scope=all" in ablation
 
 
 @pytest.mark.parametrize("width", [80, 50])
-def test_a_narrow_terminal_gets_one_block_per_study(committed_table1, width):
+def test_a_narrow_terminal_keeps_every_row_whole(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
     console.print(render.table1_compact(committed_table1, width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     assert not re.search(r"\d…|…\d", text)
-    for mean, std in zip(committed_table1["baseline"], committed_table1["baseline_std"]):
-        assert f"{100 * mean:.2f}±{100 * std:.2f}" in text
+    _whole_figures(committed_table1, text)
+    from widecli.cli.tables import table1_groups
+
+    words = text.split()
+    for _, label in _row_labels(table1_groups(committed_table1)):
+        assert all(w in words for w in label.split()), label
+
+
+def test_report_of_a_folder_with_only_the_studies_says_where_they_are(tmp_path):
+    (tmp_path / "studies").mkdir()
+    import shutil
+
+    shutil.copytree(STUDIES / "digits_cnn", tmp_path / "studies" / "digits_cnn")
+    r = invoke("report", tmp_path, "--table1")
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1
+    assert f"widecli report {tmp_path / 'studies'}" in " ".join(r.output.split())
 
 
 def test_report_files_keep_the_full_table(committed_table1):
@@ -147,7 +192,8 @@ def test_progress_prints_plain_lines_when_not_a_terminal(monkeypatch):
         for epoch in range(1, 101):
             p.on_event(_event("epoch", epoch=epoch, epochs=100, rows=rows))
     lines = [line for line in buf.getvalue().splitlines() if "epoch" in line]
-    assert lines[0].startswith("f=2 sparse · epoch 1/100 · test s0 55.12% s1 50.00% · train s0 61.00% s1 60.00%")
+    # seeds labelled, each with its own test and train accuracy (issue 28: `test … train … test …`)
+    assert lines[0].startswith("f=2 sparse · epoch 1/100 · s0 test 55.12% train 61.00% · s1 test 50.00% train 60.00%")
     assert lines[-1].startswith("f=2 sparse · epoch 100/100") and "elapsed" in lines[-1] and "left" in lines[-1]
     assert len(lines) == 2  # a fast group: its first and last epoch (more only every 5 s / 60 s)
 
@@ -178,17 +224,20 @@ def test_overall_progress_counts_work_not_runs(monkeypatch):
         assert task.completed == 1100 and task.description == "runs 2/2"
 
 
-def test_sweep_work_weighs_epochs_and_width(make_recipe):
+def test_sweep_work_weighs_epochs_width_and_each_step(make_recipe):
     from widecli.config.expand import expand
     from widecli.config.load import load_recipe
-    from widecli.execute.plan import work
+    from widecli.execute.plan import STEP_OVERHEAD_MACS, work
 
     specs = expand(load_recipe(make_recipe({"widen": {"factors": [1, 4], "methods": ["dense"]}})))
     w = work(specs)
     base, wide = (w[s.run_id] for s in sorted(specs, key=lambda s: s.factor))
-    assert wide == pytest.approx(base * (40 * 64 + 64 * 10) / (40 * 16 + 16 * 10))
+    step = STEP_OVERHEAD_MACS / 128   # a step's fixed cost over its batch of 128
+    assert wide / base == pytest.approx((40 * 64 + 64 * 10 + step) / (40 * 16 + 16 * 10 + step))
     longer = expand(load_recipe(make_recipe({"widen": {"factors": [1]}, "train": {"epochs": 20}})))
     assert work(longer)[longer[0].run_id] == pytest.approx(10 * base)  # 20 epochs vs 2
+    stacked = work(longer, {longer[0].run_id: 4})[longer[0].run_id]   # a quarter of each step's fixed cost
+    assert stacked == pytest.approx(10 * (base - 2 * step) + 20 * step / 4)
 
 
 # ---------------------------------------------------------------- flags, layers, runs
@@ -254,3 +303,55 @@ def test_check_shows_each_runs_memory_and_marks_what_cannot_fit(make_recipe, mon
     r = runner.invoke(app, ["check", str(recipe), "--device", "cpu"], terminal_width=200)
     assert r.exit_code == 2 and "needs about" in r.stderr and "(2 such models; the largest shown)" in r.stderr
     assert "KiB" in r.stdout and "memory" in r.stdout
+
+
+def test_a_resumed_sweep_counts_its_finished_runs_and_estimates_after_the_first_group(monkeypatch):
+    """Issue 28: a resumed sweep said `runs 0/56` instead of 9/65, printed its results folder only at
+    the end, and its first estimate included the first epoch's compilation."""
+    buf, clock = io.StringIO(), {"now": 0.0}
+    monkeypatch.setattr(render, "out", Console(file=buf, width=200))
+    monkeypatch.setattr(render.time, "monotonic", lambda: clock["now"])
+    runs = [(f"r{i}", 2.0, "sparse", 0) for i in range(2)]
+    planned = [PlannedRun(None, f"f{i}", "finished", False) for i in range(9)] + \
+              [PlannedRun(None, r[0], "new", True) for r in runs]
+    row = [{"test_accuracy": 0.5, "train_accuracy": 0.5}]
+    with render.RunProgress("tiny", Path("results")) as p:
+        p.on_event(Event("plan", total=2, skipped=9, planned=planned, work={"r0": 100.0, "r1": 100.0}))
+        assert p.progress.tasks[0].description == "runs 9/11"
+        for run in runs:
+            p.on_event(_event("start", [run]))
+            clock["now"] += 30.0   # the first epoch: 29 s of compilation
+            for epoch in range(1, 11):
+                p.on_event(_event("epoch", [run], epoch=epoch, epochs=10, rows=row))
+                clock["now"] += 1.0
+            p.on_event(_event("done", [run], status="ok"))
+        assert p.progress.tasks[0].description == "runs 11/11"
+    text = buf.getvalue()
+    assert "tiny: 2 runs to train, 9 already finished; results in results/tiny; time estimate after the first" in text
+    # after the first group: 40 s so far, and 100 work left at 90 work per 10 s measured after its first epoch
+    assert "tiny: estimated total ~51s (~11s left;" in text
+    assert "tiny: 2 runs trained in 1m20s (estimated after the first group: 51s)" in text
+
+
+def test_set_without_equals_says_how_to_write_it(make_recipe):
+    r = invoke("check", make_recipe(), "--set", "train.lr", "0.1")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "did you mean --set train.lr=0.1?" in " ".join(r.output.split())
+    r = invoke("check", make_recipe(), "--set", "train.lr")   # the last argument: the recipe's hint
+    assert r.exit_code == 2 and "did you mean --set train.lr=VALUE?" in " ".join(r.output.split())
+
+
+def test_an_unparsable_set_value_gives_the_parser_reason(make_recipe):
+    r = invoke("check", make_recipe(), "--set", "widen.factors=[1, 2")
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "not valid YAML" in out and "expected ',' or ']'" in out
+
+
+def test_a_second_sweep_estimates_its_time_from_the_finished_runs(make_recipe, tmp_path):
+    recipe = make_recipe({"widen": {"factors": [1]}})
+    r = invoke("sweep", recipe, "--results", tmp_path, "--device", "cpu")
+    assert r.exit_code == 0 and "time estimate after the first group" in r.output, r.output
+    assert f"results in {tmp_path / 'tiny'}" in " ".join(r.output.split())
+    r = invoke("sweep", recipe, "--results", tmp_path, "--device", "cpu", "--set", "widen.factors=[1,2]")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"estimated ~\d+s from the times of the finished runs", " ".join(r.output.split())), r.output

@@ -60,11 +60,13 @@ def test_overrides_parse_yaml_values(make_recipe):
     (["sparsity.connectivity={fc1: 1.5}"], "sparsity.connectivity"),
 ])
 def test_bad_values_name_the_key(make_recipe, overrides, key):
+    """...and the --set that gave the value, not the recipe file (which holds nothing wrong)."""
     path = make_recipe()
     with pytest.raises(RecipeError) as e:
         load_recipe(path, overrides)
     msg = str(e.value)
-    assert str(path) in msg and key in msg and "\n" not in msg
+    assert msg.startswith(f"--set {overrides[0]}: ") and key in msg and "\n" not in msg
+    assert str(path) not in msg
 
 
 def test_unknown_key_suggests_the_closest(make_recipe):

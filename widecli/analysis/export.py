@@ -104,6 +104,25 @@ def _params(result: dict) -> dict:
             if (k in keep or "." in k or k.startswith("axis:")) and v is not None and not _nan(v)}
 
 
+def git_tags(result: dict) -> dict[str, str]:
+    """The run's provenance (execute.provenance) as flat tags: the widecli checkout's commit (what
+    MLflow's `mlflow.source.git.commit` and W&B's git commit mean: the code that ran), its dirty flag
+    and diff hash, the recipe folder's, and the packages' hash. Empty for runs from before widecli
+    recorded provenance, or installed from a wheel (no checkout)."""
+    p = result.get("provenance") or {}
+    tags = {}
+    for what in ("widecli", "recipe"):
+        state = p.get(what) or {}
+        if state.get("commit"):
+            tags[f"{what}.git.commit"] = state["commit"]
+            tags[f"{what}.git.dirty"] = str(bool(state.get("dirty"))).lower()
+            if state.get("diff_sha256"):
+                tags[f"{what}.git.diff_sha256"] = state["diff_sha256"]
+    if p.get("packages"):
+        tags["packages.sha256"] = p["packages"]
+    return tags
+
+
 def _finals(result: dict) -> dict[str, float]:
     """A run's final numeric values (test_accuracy, best_test_accuracy, wall_time_s, ...)."""
     return {k: v for k, v in result.get("final", {}).items()
@@ -167,8 +186,11 @@ def _mlflow(results, recipes, out: Path) -> list[Path]:
         for old in earlier.pop(result["run_id"], []):  # an earlier export of this run
             client.delete_run(old)
             shutil.rmtree(out / eid / old, ignore_errors=True)  # the file store's hard delete (`mlflow gc`)
+        git = git_tags(result)
+        standard = {"mlflow.source.git.commit": git["widecli.git.commit"]} if "widecli.git.commit" in git else {}
         run = client.create_run(eid, run_name=result["run_id"],
-                                tags={"recipe": name, "run_id": result["run_id"], "status": result["status"]})
+                                tags={"recipe": name, "run_id": result["run_id"], "status": result["status"],
+                                      **standard, **git})
         params = [Param(k, str(v)[:PARAM_CHARS]) for k, v in _params(result).items()]
         points = [Metric(m, value, 0, epoch) for m in metrics for epoch, value in _points(epochs, m)]
         client.log_batch(run.info.run_id, metrics=points, params=params, tags=[RunTag("widecli", "1")])
@@ -207,10 +229,14 @@ def _wandb(results, recipes, out: Path) -> list[Path]:
         raise _missing("wandb") from None
     runs = _finished(results, recipes)
     out.mkdir(parents=True, exist_ok=True)
-    # Offline (never contacts a server: `wandb sync` uploads later), silent, stdout left alone.
-    settings = wandb.Settings(mode="offline", silent=True, console="off", disable_git=True, save_code=False)
     written = []
     for result, epochs, metrics in _each_run(results, runs):
+        # Offline (never contacts a server: `wandb sync` uploads later), silent, stdout left alone;
+        # the git commit is the run's recorded one (W&B would otherwise read the exporting folder's).
+        git = git_tags(result)
+        settings = wandb.Settings(mode="offline", silent=True, console="off", disable_git=True, save_code=False,
+                                  git_commit=git.get("widecli.git.commit"),
+                                  git_root=((result.get("provenance") or {}).get("widecli") or {}).get("root"))
         run_id = _wandb_id(result)
         earlier = re.compile(r"offline-run-\d{8}_\d{6}-" + re.escape(run_id))
         for old in (out / "wandb").glob(f"offline-run-*-{run_id}"):  # an earlier export of this run
@@ -218,7 +244,7 @@ def _wandb(results, recipes, out: Path) -> list[Path]:
                 shutil.rmtree(old)
         # create_new: a run of the caller's own, if one is active, is neither finished nor logged to.
         run = wandb.init(project=result["recipe"], name=result["run_id"], id=run_id, dir=str(out),
-                         config=_params(result), tags=[result["status"]], mode="offline",
+                         config={**_params(result), **git}, tags=[result["status"]], mode="offline",
                          settings=settings, reinit="create_new")
         try:
             rows = epochs[metrics].astype(float).to_dict("records")
@@ -228,4 +254,8 @@ def _wandb(results, recipes, out: Path) -> list[Path]:
             written.append(Path(run.dir).parent)
         finally:
             run.finish()
+    if wandb.run is None:
+        # finish() may return before W&B's service process has flushed the offline logs; shutting the
+        # service down waits for it (a caller's own active run keeps it running).
+        wandb.teardown()
     return written

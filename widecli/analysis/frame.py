@@ -60,6 +60,10 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     if not rows:
         where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
         why = f" ({len(rejected)} result file(s) rejected: {rejected[0]})" if rejected else ""
+        inside = [d for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob(f"*/*/{store.RESULT}"))]
+        if not recipes and not rejected and inside:  # e.g. results/ of a fresh clone: results/studies/ holds them
+            raise StoreError(f"{root}: no finished runs here, but {inside[0]} holds some: widecli report "
+                             f"{inside[0]}")
         raise StoreError(f"{root}: no finished runs{where}{why}; run `widecli sweep RECIPE` first")
     df = pd.DataFrame(rows)
     df.attrs["rejected"] = rejected  # corrupt/foreign result files: not counted, reported by the CLI
@@ -226,6 +230,30 @@ def _dedup_names(items: list[Study]) -> None:
     for s in items:
         if seen[s.name] > 1:
             s.name += "-" + hashlib.sha256(json.dumps(s.labels, default=str).encode()).hexdigest()[:6]
+
+
+# result.json's record of how a run was executed (store.manage.EXECUTION_CHOICES): a CSR kernel, a
+# stacked matmul, the thread count or the device sum in another order, and over hundreds of epochs
+# that moves a run's accuracy as much as its seed does.
+EXECUTION = ("device", "backend", "stacked_with", "threads", "fused_step")
+
+
+def mixed_execution(items: list[Study]) -> list[str]:
+    """One line per study whose runs of one cell (method, factor: the seeds averaged together) were
+    executed differently; empty when every cell is uniform."""
+    lines = []
+    for s in items:
+        ok = ok_runs(s.rows)
+        cols = [c for c in EXECUTION if c in ok]
+        for (method, factor), cell in ok.groupby(["method", "factor"], sort=True):
+            mixed = {c: sorted(cell[c].dropna().map(str).unique()) for c in cols}
+            mixed = {c: v for c, v in mixed.items() if len(v) > 1}
+            if mixed:
+                what = "; ".join(f"{c} {' / '.join(v)}" for c, v in mixed.items())
+                lines.append(f"{s.name}: the seeds of f={factor:g} {method} ran with different execution choices "
+                             f"({what}): their spread mixes seed and float-order effects (docs: reproducibility)")
+                break
+    return lines
 
 
 def ok_runs(rows: pd.DataFrame) -> pd.DataFrame:

@@ -319,3 +319,30 @@ def pareto(df: pd.DataFrame, out: Path) -> list[Path]:
         if ok_runs(rows)["macs_nonzero"].notna().any():
             written.append(_save(pareto_figure(rows, str(recipe)), out / f"{recipe}-pareto.png"))
     return written
+
+
+def plot_tuning(cells: list[dict], title: str) -> bytes:
+    """`widecli tune`: per cell (rows) the search curve (validation accuracy per trial, the best so
+    far as a step line, pruned trials as x at their last per-epoch value) and the accuracy against
+    the searched value (PNG bytes)."""
+    fig, axes = _pyplot().subplots(len(cells), 2, figsize=(10, 2.9 * len(cells)), squeeze=False)
+    for (curve_ax, value_ax), c in zip(axes, cells):
+        for ax, x in ((curve_ax, 0), (value_ax, 1)):
+            if c["complete"]:
+                ax.plot([p[x] for p in c["complete"]], [100 * p[2] for p in c["complete"]], "o", label="complete")
+            if c["pruned"]:
+                ax.plot([p[x] for p in c["pruned"]], [100 * p[2] for p in c["pruned"]], "x", color="grey",
+                        label="pruned (last value)")
+        if c["best_so_far"]:
+            curve_ax.step([p[0] for p in c["best_so_far"]], [100 * p[1] for p in c["best_so_far"]], where="post",
+                          label="best so far")
+        if c["best"]:
+            value_ax.axvline(c["best"][0], ls="--", color="k", lw=0.8, label=f"best {c['best'][0]:.4g}")
+        curve_ax.set(xlabel="trial", ylabel="validation accuracy (%)", title=c["name"])
+        value_ax.set(xlabel=c["key"], xscale="log" if c["log"] else "linear", title=f"{c['name']}: by value")
+        for ax in (curve_ax, value_ax):
+            if ax.has_data():
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

@@ -23,6 +23,7 @@ from widecli.analysis.frame import (
     EXEC_COLUMNS,
     Study,
     load_frame,
+    mixed_execution,
     ok_runs,
     short_label,
     studies,
@@ -353,6 +354,7 @@ class ReportOutput:
     studies: list[Study]
     files: list[Path]
     rejected: list[str] = field(default_factory=list)   # corrupt/foreign result files, left out
+    notes: list[str] = field(default_factory=list)      # studies whose cells mix execution choices
 
 
 def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot: bool = False,
@@ -384,7 +386,7 @@ def build(results: str | Path, *, table1_: bool = True, runs: bool = True, plot:
     if curves:
         metrics = load_metrics(results, sorted(set(df["recipe"])))
         files += [plots.plot_curves(s, metrics, out / "plots" / f"{s.name}-curves.png") for s in items]
-    return ReportOutput(tables, shown, items, files, df.attrs.get("rejected", []))
+    return ReportOutput(tables, shown, items, files, df.attrs.get("rejected", []), mixed_execution(items))
 
 
 def table1_of(results: str | Path, recipes: list[str]) -> pd.DataFrame:

@@ -21,7 +21,9 @@ from widecli.analysis import ablate as ablate_mod
 from widecli.analysis import export as export_mod
 from widecli.analysis import kernel as kernel_mod
 from widecli.analysis import report as report_mod
-from widecli.cli import render
+from widecli.analysis import tune as tune_mod
+from widecli.analysis import tune_report
+from widecli.cli import render, tuning
 from widecli.cli.render import out
 from widecli.config.expand import expand, make_spec
 from widecli.config.load import load_recipe
@@ -30,9 +32,10 @@ from widecli.engine import dist
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
-from widecli.execute import preflight
+from widecli.execute import preflight, provenance
 from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import run_group, run_group_when_free
+from widecli.execute import slurm as slurm_mod
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
@@ -61,7 +64,8 @@ class OneLineGroup(typer.core.TyperGroup):
                 sys.exit(e.exit_code)
             where = e.ctx.command_path if getattr(e, "ctx", None) else "widecli"
             argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
-            message = _switch_value(e, argv) or " ".join(e.format_message().split()) + _given(e, argv)
+            message = (_set_without_equals(e, argv) or _switch_value(e, argv)
+                       or " ".join(e.format_message().split()) + _given(e, argv))
             render.error(f"{where}: {message} (see {where} --help)")
             sys.exit(e.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
@@ -88,6 +92,16 @@ def _switch_value(e, args: list[str]) -> str | None:
         if flag in switches and value.lower() in BOOL_WORDS:
             return (f"{flag} is a switch and takes no value (got {value!r}): give {flag} alone to turn it "
                     f"on, leave it out to keep it off")
+    return None
+
+
+def _set_without_equals(e, args: list[str]) -> str | None:
+    """`--set train.lr 0.1`: Click reads 0.1 as an extra argument; say how to write it."""
+    if "unexpected extra argument" not in e.format_message():
+        return None
+    for flag, key, value in zip(args, args[1:], args[2:]):
+        if flag == "--set" and "=" not in key and not value.startswith("-"):
+            return f"--set {key} {value}: did you mean --set {key}={value}? (one argument, no spaces around =)"
     return None
 
 
@@ -262,7 +276,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     with render.RunProgress(r.name, results) as progress:
         # Another sweep (or train) holding the run: wait for it, take over if it died.
         report = run_group_when_free([spec], results, dev, force=force, emit=progress.on_event,
-                                     record_failures=False)
+                                     record_failures=False, provenance=provenance.collect(recipe))
     if report.written:
         render.run_summary(report.results[0], report.written[0])
     else:
@@ -306,6 +320,16 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
                                        help="slurm: return after submitting; `widecli sweep RECIPE` again re-attaches"),
           slurm_cluster: Optional[str] = typer.Option(
               None, "--slurm-cluster", help="slurm: `local` runs the array tasks as processes here (no SLURM)"),
+          mem: Optional[str] = typer.Option(None, "--mem", help="slurm: memory per task, e.g. 16G or 4000M"),
+          account: Optional[str] = typer.Option(None, "--account", help="slurm: the account charged"),
+          qos: Optional[str] = typer.Option(None, "--qos", help="slurm: quality of service"),
+          constraint: Optional[str] = typer.Option(None, "--constraint", help="slurm: node features, e.g. a100"),
+          slurm_setup: Optional[List[str]] = typer.Option(
+              None, "--slurm-setup", help="slurm: a shell line run before each task (module load, venv "
+                                          "activation); repeatable, in order"),
+          slurm_option: Optional[List[str]] = typer.Option(
+              None, "--slurm-option", help="slurm: any other sbatch option, KEY=VALUE (or KEY for a switch), "
+                                           "e.g. mail-type=END; repeatable"),
           num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="ray: CPUs per run (default 1)"),
           num_gpus: Optional[float] = typer.Option(None, "--num-gpus",
                                                    help="ray: GPUs per run (default 1 if the cluster has GPUs)"),
@@ -342,22 +366,27 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         return
     if as_json:
         raise RecipeError("--json: sweep prints JSON with --dry-run only (the plan); training shows progress")
+    given = [o for o, v in (("--mem", mem), ("--account", account), ("--qos", qos), ("--constraint", constraint),
+                            ("--slurm-setup", slurm_setup), ("--slurm-option", slurm_option)) if v]
+    if given and executor != "slurm":
+        raise RecipeError(f"{given[0]}: a SLURM option; it applies with --executor slurm (got --executor {executor})")
     options = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run,
                "time_min": slurm_minutes(time_limit), "array_parallelism": array_parallelism,
-               "no_wait": no_wait, "cluster": slurm_cluster}
+               "no_wait": no_wait, "cluster": slurm_cluster,
+               "slurm": slurm_mod.check_options(mem, account, qos, constraint, slurm_setup or [], slurm_option or [])}
     if executor != "slurm":  # the memory check runs where the runs run: here, unless submitted
         preflight.before_training(specs, results, device, force)
     with render.RunProgress(r.name, results) as progress:
         summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
                             device=device, force=force, retry_failed=retry_failed, on_event=progress.on_event,
                             num_cpus=num_cpus, num_gpus=num_gpus, wait_timeout=wait_timeout, options=options,
-                            fail_fast=fail_fast, threads=threads)
+                            fail_fast=fail_fast, threads=threads, provenance=provenance.collect(recipe))
     if no_wait and executor == "slurm":
         out.print(f"submitted; follow with `widecli sweep {recipe}` (re-attaches) or squeue")
         return
     render.sweep_summary(summary)
     if summary.ok:  # this sweep's own Table 1 rows; `report` shows every study in the folder
-        out.print(render.table1_compact(report_mod.table1_of(results, [r.name]), out.width or 120))
+        out.print(render.table1_compact(report_mod.table1_of(results, [r.name]), render.width()))
         out.print(f"all studies in {results}, with report files: widecli report {results}  "
                   f"(plots: --plot, learning curves: --curves)")
     if summary.failed:
@@ -425,6 +454,8 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
                            out=out_dir, recipes=names or None, expected=expected, curves=curves)
     for why in rep.rejected:  # never silently: a corrupt or foreign result.json is not counted
         render.warning(f"{why} (not counted)")
+    for line in rep.notes:
+        render.note(line)
     if as_json:
         render.json_out({name: render.records(t) for name, t in rep.tables.items()})
         render.written(rep.files, to_stderr=True)
@@ -434,7 +465,7 @@ def report(results: Path = typer.Argument(Path("results"), help="results directo
             text = report_mod.render(rep.tables[name] if fmt == "csv" else shown, fmt)
             typer.echo(text if fmt == "csv" else f"{report_mod.TITLES[name]}\n\n{text}\n")
         elif name == "table1":  # fits the terminal; the files hold every column
-            out.print(render.table1_compact(rep.tables[name], out.width or 120))
+            out.print(render.table1_compact(rep.tables[name], render.width()))
         else:
             out.print(render.table(shown, report_mod.TITLES[name]))
     if charts and not fmt:
@@ -463,13 +494,17 @@ def runs_cmd(results: Path = typer.Argument(Path("results"), envvar="WIDECLI_RES
     if remove and archive:
         raise RecipeError("--remove and --archive: choose one (archive keeps the runs elsewhere)")
     found = manage.select(manage.scan(results, recipe or None), status, manage.parse_where(where or []), run_id)
+    details = {r.path: manage.details(r) for r in found} if run_id else {}  # --id: provenance and execution
     if as_json and not (remove or archive):
         render.json_out([{"recipe": r.recipe, "run_id": r.run_id, "status": r.status, "path": str(r.path),
                           "error": r.error, **{k: r.row.get(k) for k in ("factor", "method", "seed",
-                                                                         "test_accuracy", "epochs_run")}}
+                                                                         "test_accuracy", "epochs_run")},
+                          **details.get(r.path, {})}
                          for r in found])
         return
     render.runs_list(results, found)
+    for r in found if run_id else ():
+        render.run_details(r.recipe, r.run_id, details[r.path])
     if not (remove or archive) or not found:
         return
     verb = "remove" if remove else f"move to {archive}"
@@ -517,22 +552,57 @@ def ablate(recipe: Optional[Path] = typer.Argument(None, help="recipe YAML file 
     for note in notes:
         out.print(f"[yellow]note:[/] {note}")
     if dry_run:
-        out.print(render.table(ablate_mod.dry_run(arms, results).astype(str), f"{arms[0].recipe.name}: "
+        out.print(render.table(ablate_mod.dry_run(arms, results), f"{arms[0].recipe.name}: "
                                f"{len(arms)} arm(s) from {path}"))
         return
     specs = ablate_mod.all_specs(arms)
     preflight.before_training(specs, results, device)
     with render.RunProgress(arms[0].recipe.name, results) as progress:
         summary = run_sweep(specs, results, jobs=_jobs(jobs, specs, device), executor=executor, address=address,
-                            device=device, on_event=progress.on_event, threads=threads)
+                            device=device, on_event=progress.on_event, threads=threads,
+                            provenance=provenance.collect(path))
     out.print(f"trained {summary.trained}, {summary.skipped} already finished, {summary.failed} failed")
     comparison = ablate_mod.compare(arms, results)
     per_factor, per_arm = ablate_mod.display(comparison)
-    out.print(render.table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds"))
+    out.print(render.table(per_factor, "test accuracy (%) per arm and factor, mean ± std over seeds", keep=2))
     out.print(render.table(per_arm, "Table 1 per arm; Δ = best wide accuracy minus the reference's (points)"))
     render.written(comparison.files)
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def tune(recipe: Path = typer.Argument(..., help="recipe YAML file (with data.validation)"),
+         set_: Optional[List[str]] = SetOpt,
+         range_: Optional[List[str]] = typer.Option(
+             None, "--range", help="KEY=LOW:HIGH searched log-uniform (KEY=LOW:HIGH:linear: uniform); repeatable; "
+                                   "default train.lr from 1/100 to 100x the recipe's values"),
+         trials: int = typer.Option(20, "--trials", min=1, help="trials per (factor, method) cell: a budget, "
+                                                                "a restarted tune runs only the missing ones"),
+         no_prune: bool = Switch("--no-prune", help="train every trial to the end (default: stop trials in the "
+                                                    "bottom quarter at the same epoch)"),
+         jobs: str = JobsOpt, device: str = DeviceOpt, results: Path = ResultsOpt,
+         threads: Optional[int] = ThreadsOpt) -> None:
+    """Tune keys (default train.lr) per widening factor and method on the validation split (Optuna);
+    writes a recipe overlay with the best values and a report. Trials are ordinary stored runs."""
+    r = load_recipe(recipe, set_, warn=render.warning)
+    spaces = [tune_mod.parse_range(x) for x in range_ or []] or [tune_mod.default_space(r)]
+    s = tune_mod.setup(r, str(recipe), spaces, trials, results, prune=not no_prune,
+                       provenance=provenance.collect(recipe), overrides=list(set_ or []))
+    probe = tune_mod.probe_specs(s)
+    preflight.before_training(probe, results, device)
+    n_jobs = _jobs(jobs, probe, device)
+    tuning.tune_start(s, n_jobs)
+    with render.RunProgress(r.name, results) as progress:
+        tune_mod.tune(s, device, n_jobs, threads, emit=progress.on_event)
+    sums = tune_report.summarize(s)
+    command = shlex.join(["widecli", "tune", str(recipe), *[f"--set={x}" for x in set_ or []],
+                          *[f"--range={x}" for x in range_ or []], f"--trials={trials}",
+                          *(["--no-prune"] if no_prune else [])])
+    paths = tune_report.write(s, sums, command)
+    tuning.tune_summary(s, sums)
+    render.written(paths.values())
 
 
 @app.command()

@@ -13,37 +13,19 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from rich import box
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
-from rich.text import Text
 
-from widecli.analysis.frame import Study, ok_runs, short_label
-from widecli.analysis.report import with_interval
+from widecli.analysis.frame import Study, ok_runs
+from widecli.cli.console import duration, err, out, pct  # noqa: F401 (out, err: the consoles of every command)
+from widecli.cli.tables import fitted, table1_compact  # noqa: F401 (table1_compact: the CLI's)
+from widecli.cli.tuning import trial_line
+from widecli.execute.eta import Eta
 from widecli.execute.preflight import size
 from widecli.execute.run import Event
 from widecli.execute.sweep import SweepSummary, best_table
 from widecli.methods import bottlenecks
-
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def pct(fraction: float, decimals: int = 2) -> str:
-    """THE accuracy format everywhere widecli prints one: a percentage with fixed decimals."""
-    return "-" if fraction is None or fraction != fraction else f"{100 * fraction:.{decimals}f}%"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
 
 def error(message: str) -> None:
     """One red line on stderr (a value like [b] in the message is not markup)."""
@@ -57,6 +39,10 @@ def interrupted(again: str) -> None:
 
 def warning(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
+
+
+def note(message: str) -> None:
+    err.print(f"[cyan]note:[/] {escape(message)}", markup=True)
 
 
 def json_out(doc) -> None:
@@ -96,14 +82,15 @@ def layer_summary(layers: dict) -> str:
     return ", ".join(f"{n}:{v['connectivity']:.3g}" for n, v in layers.items())
 
 
-def table(df: pd.DataFrame, title: str) -> Table:
-    """A DataFrame of display strings as a rich Table (the one table renderer)."""
-    t = Table(title=title, title_justify="left")
-    for col in df.columns:
-        t.add_column(str(col), overflow="fold")
-    for row in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in row])
-    return t
+def width() -> int:
+    """The terminal's columns (200 when stdout is not a terminal: a log keeps every column)."""
+    return out.width or 120
+
+
+def table(df: pd.DataFrame, title: str, keep: int = 1, more: str = "the report files have every column"):
+    """A DataFrame of display strings as a table that fits the terminal (cli.tables.fitted: no cell
+    is ever split; columns are left out from the right, the first `keep` never)."""
+    return fitted(df.astype(str), title, width(), keep=keep, more=more)
 
 
 # --------------------------------------------------------------------------- check, layers, train
@@ -113,22 +100,26 @@ def check_table(name: str, shape, classes: int, rows: list[tuple], memory: dict[
                 available: int | None = None) -> None:
     """rows: (spec, weight plan, whether the method holds the budget) per planned run; memory: run id
     -> estimated training memory (bytes; red where over `available`)."""
-    t = Table(title=f"{name}: {len(rows)} runs, input {shape}, {classes} classes")
-    for col in ("run_id", "factor", "method", "seed", "widths", "budget", "nonzeros", "gap",
-                "connectivity", "per-layer connectivity", *(["memory"] if memory else [])):
-        t.add_column(col, overflow="fold")
+    records = []
     for s, p, budgeted in rows:
         gap = p.budget - p.nonzeros
-        gap_s = "[green]0[/]" if gap == 0 else (f"{gap:+,}" if budgeted else "-")
-        mem = []
+        record = {"run_id": s.run_id, "factor": f"{s.factor:g}", "method": s.method, "seed": str(s.seed),
+                  "connectivity": f"{p.connectivity:.4f}", "nonzeros": fmt_count(p.nonzeros),
+                  "budget": fmt_count(p.budget),
+                  "gap": "[green]0[/]" if gap == 0 else (f"{gap:+,}" if budgeted else "-"),
+                  "widths": ",".join(str(w) for w in p.widths.values()),
+                  "per-layer connectivity": escape(layer_summary(p.layers()))}
         if memory:
             need = memory.get(s.run_id)
             over = available is not None and need is not None and need > available
-            mem = ["-" if need is None else f"[red]{size(need)}[/]" if over else size(need)]
-        t.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), ",".join(str(w) for w in p.widths.values()),
-                  fmt_count(p.budget), fmt_count(p.nonzeros), gap_s, f"{p.connectivity:.4f}",
-                  layer_summary(p.layers()), *mem)
-    out.print(t)
+            record["memory"] = "-" if need is None else f"[red]{size(need)}[/]" if over else size(need)
+        records.append(record)
+    df = pd.DataFrame(records)
+    # Left out first when the terminal is narrow; run_id .. seed tell the runs apart and stay.
+    order = ["per-layer connectivity", "widths", "budget", "gap", "nonzeros", "memory", "connectivity"]
+    out.print(fitted(df, f"{name}: {len(rows)} runs, input {shape}, {classes} classes", width(), keep=4,
+                     order=[c for c in order if c in df], markup=True,
+                     right=("factor", "seed", "connectivity", "nonzeros", "budget", "gap", "memory")))
     masked = [s for s, p, _ in rows if p.masked]
     if masked:
         short = [s for s in masked if s.sparsity.granularity == "kernel"]
@@ -139,27 +130,26 @@ def check_table(name: str, shape, classes: int, rows: list[tuple], memory: dict[
 
 
 def mask_table(name: str, diagnostics: list[dict]) -> None:
-    """Per masked model and layer: kept weights, fan-in / fan-out (min / median), units without any."""
+    """Per masked model and layer: kept weights, fan-in / fan-out (min / median), units without any;
+    fitted to the terminal like the check table (columns left out, never a cell split)."""
     if not diagnostics:
         return
-    t = Table(title=f"{name}: planned masks (first seed of each model; fan = kept weights per unit, min/median)",
-              title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("factor", "method", "mask", "layer", "kept", "out units", "fan-in", "no inputs", "in units",
-                "fan-out", "no outputs"):
-        t.add_column(col, justify="left" if col in ("method", "mask", "layer") else "right", no_wrap=True)
+
     def fan(x: dict, key: str) -> str:
         return f"{x[key + '_min']:,}/{x[key + '_median']:,}" if key + "_min" in x else "-"
 
     def dead(x: dict, key: str) -> str:
         return "-" if key not in x else f"[red]{x[key]:,}[/]" if x[key] else "0"
 
-    for d in diagnostics:
-        for i, (layer, x) in enumerate(d["layers"].items()):
-            first = i == 0
-            t.add_row(f"{d['factor']:g}" if first else "", d["method"] if first else "", d["mask"] if first else "",
-                      layer, f"{x['kept']:,}", f"{x['units_out']:,}", fan(x, "fan_in"), dead(x, "no_inputs"),
-                      f"{x['units_in']:,}", fan(x, "fan_out"), dead(x, "no_outputs"))
-    out.print(t)
+    rows = [{"factor": f"{d['factor']:g}", "method": d["method"], "mask": d["mask"], "layer": layer,
+             "kept": f"{x['kept']:,}", "out units": f"{x['units_out']:,}", "fan-in": fan(x, "fan_in"),
+             "no inputs": dead(x, "no_inputs"), "in units": f"{x['units_in']:,}", "fan-out": fan(x, "fan_out"),
+             "no outputs": dead(x, "no_outputs")}
+            for d in diagnostics for layer, x in d["layers"].items()]
+    out.print(fitted(pd.DataFrame(rows), f"{name}: planned masks (first seed of each model; fan = kept weights "
+                     f"per unit, min/median)", width(), keep=4, markup=True,
+                     order=["in units", "out units", "fan-out", "no outputs", "mask"],
+                     right=("factor", "kept", "out units", "fan-in", "no inputs", "in units", "fan-out", "no outputs")))
     if any(not d["drawn"] for d in diagnostics):
         out.print("-: masks chosen when the run starts (snip, synflow: from the initialized model) or too large "
                   "to draw here; counts are checked all the same")
@@ -203,12 +193,12 @@ def run_summary(result: dict, path: Path) -> None:
 
 
 class RunProgress:
-    """THE progress component: overall progress with ETA and one bar per training group, driven by
-    the Events of execute.run and execute.sweep (train, sweep and ablate alike).
+    """THE progress component: overall progress with the time left and one bar per training group,
+    driven by the Events of execute.run and execute.sweep (train, sweep, ablate and tune alike).
 
-    The overall bar counts training work, not runs (execute.plan.work: epochs x multiply-adds per
-    example), credited epoch by epoch, so its estimate of the time left follows the work left: a
-    1000-epoch group counts ten 100-epoch ones, and the estimate moves within a group."""
+    The overall bar counts training work, not runs (execute.plan.work), credited epoch by epoch; the
+    time left is the work left over the rate measured without each group's first epoch, which
+    carries compilation and set-up (execute.eta), so it holds from the first group on."""
 
     def __init__(self, name: str, results: Path, lines: bool | None = None):
         """lines: also print a plain line per epoch interval per group (default: when stdout is not a
@@ -217,74 +207,139 @@ class RunProgress:
         self.lines = (not out.is_terminal) if lines is None else lines
         self.every = float(os.environ.get("WIDECLI_LOG_SECONDS", "60"))
         self.started: dict[tuple, float] = {}
+        self.first_epoch: dict[tuple, float] = {}
         self.last_line: dict[tuple, float] = {}
         self.work: dict[str, float] = {}      # run_id -> work of the whole run
         self.credited: dict[str, float] = {}  # run_id -> work counted so far
-        self.runs_done = self.runs_total = 0
+        self.runs_done = self.runs_total = self.skipped = 0
+        self.best: dict[str, float] = {}      # tune: the best value per cell so far
+        self.eta: Eta | None = None
+        self.begun = time.monotonic()
+        self.first_estimate: float | None = None
 
     def __enter__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                                 TimeRemainingColumn(), console=out, transient=True)
+                                 TextColumn("{task.fields[left]}"), console=out, transient=True)
         self.progress.__enter__()
         self.overall, self.groups = None, {}
         return self
 
     def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+        done = self.progress.__exit__(*exc)
+        if exc[0] is None and self.eta is not None and self.runs_total:
+            took = time.monotonic() - self.begun
+            first = f" (estimated after the first group: {duration(self.first_estimate)})" if self.first_estimate else ""
+            out.print(f"{self.name}: {self.runs_total} runs trained in {duration(took)}{first}")
+        return done
 
-    def _credit(self, run_id: str, amount: float) -> None:
+    def _credit(self, run_id: str, amount: float) -> float:
         """Count work of a run towards the overall bar (never more than the run's own work)."""
         if run_id not in self.work:
-            return
+            return 0.0
         total = self.work[run_id]
         amount = max(0.0, min(amount, total - self.credited.get(run_id, 0.0)))
         self.credited[run_id] = self.credited.get(run_id, 0.0) + amount
         if self.overall is not None and amount:
             self.progress.advance(self.overall, amount)
+        return amount
+
+    def _left(self) -> None:
+        if self.overall is None or self.eta is None:
+            return
+        left = self.eta.left()
+        self.progress.update(self.overall, left="estimating" if left is None else f"~{duration(left)} left")
 
     def on_event(self, e: Event) -> None:
-        p, key = self.progress, tuple(r[0] for r in e.runs)
+        p, key, now = self.progress, tuple(r[0] for r in e.runs), time.monotonic()
         if e.kind == "plan":
-            for run in e.planned:
-                if run.error:
-                    p.console.print(f"[red]corrupt[/] {run.run_id}: {escape(run.error)}")
-            if e.total == 0:
-                p.console.print(f"{self.name}: nothing to train, all {e.skipped} runs are finished in "
-                                f"{self.results / self.name} (--force retrains)")
-            else:
-                p.console.print(f"{self.name}: {e.total} runs to train, {e.skipped} already finished")
-            todo = [r.run_id for r in e.planned if r.todo]
-            self.work = {rid: float(e.work.get(rid, 1.0)) or 1.0 for rid in todo}
-            self.runs_total = e.total
-            self.overall = p.add_task(f"runs 0/{e.total}", total=sum(self.work.values()) or None, info="")
+            self._plan(e)
         elif e.kind == "start":
             label = ", ".join(f"f={f:g} {m} s{s}" for _, f, m, s in e.runs)
-            self.groups[key] = p.add_task(f"  {label[:60]}", total=None, info="")
-            self.started[key] = self.last_line[key] = time.monotonic()
+            self.groups[key] = p.add_task(f"  {label[:60]}", total=None, info="", left="")
+            self.started[key] = self.last_line[key] = now
+            if self.eta is not None:
+                self.eta.start(key, now)
         elif e.kind == "epoch" and key in self.groups:
-            info = (f"epoch {e.epoch}/{e.epochs} " +
-                    " ".join(f"test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}" for r in e.rows[:4]))
+            info = f"epoch {e.epoch}/{e.epochs} " + " · ".join(
+                f"s{run[3]} test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}"
+                for run, r in zip(e.runs[:4], e.rows[:4]))
             p.update(self.groups[key], total=e.epochs, completed=e.epoch, info=info)
-            for rid in key:  # the share of each run's work its epochs so far stand for
-                self._credit(rid, self.work.get(rid, 1.0) * e.epoch / e.epochs - self.credited.get(rid, 0.0))
+            if e.epoch == 1:
+                self.first_epoch[key] = now
+            # the share of each run's work its epochs so far stand for
+            done = sum(self._credit(rid, self.work.get(rid, 1.0) * e.epoch / e.epochs - self.credited.get(rid, 0.0))
+                       for rid in key)
+            if self.eta is not None:
+                self.eta.credit(key, done, e.epoch, now)
             if self.lines and self._line_due(key, e):
-                p.console.print(self.epoch_line(e, time.monotonic() - self.started[key]), markup=False)
+                p.console.print(self.epoch_line(e, now - self.started[key], self.first_epoch.get(key, now) -
+                                                self.started[key]), markup=False)
         elif e.kind == "done":
-            run_id, f, m, s = e.runs[0]
-            colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
-            why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
-            p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{escape(why)}")
-            self._credit(run_id, float("inf"))  # the rest of its work (stopped early, or trained elsewhere)
-            self.runs_done += 1
-            if self.overall is not None:
-                p.update(self.overall, description=f"runs {self.runs_done}/{self.runs_total}")
-            for k in [k for k in self.groups if run_id in k]:
+            self._done(e, now)
+        elif e.kind == "finished":  # a group ended and says so per trial (tune), not per run
+            ids = {r[0] for r in e.runs}
+            for k in [k for k in self.groups if ids & set(k)]:
                 p.remove_task(self.groups.pop(k))
+        elif e.kind == "trial":
+            p.console.print(trial_line(e.status, e.rows[0], self.best), markup=False)
         elif e.kind == "note":
             p.console.print(f"[yellow]note:[/] {escape(e.error or '')}")
         elif e.kind == "wait":
             who = ", ".join(sorted({f"{h['host']} pid {h['pid']}" for h in e.holders})) or "another process"
             p.console.print(f"waiting for {len(e.runs)} runs another process is training ({who})")
+        self._left()
+
+    def _plan(self, e: Event) -> None:
+        p = self.progress
+        for run in e.planned:
+            if run.error:
+                p.console.print(f"[red]corrupt[/] {run.run_id}: {escape(run.error)}")
+        where = self.results / self.name
+        if e.total == 0:
+            p.console.print(f"{self.name}: nothing to train, all {e.skipped} runs are finished in {where} "
+                            f"(--force retrains)")
+        else:
+            guess = (f"estimated ~{duration(e.estimate)} from the times of the finished runs" if e.estimate
+                     else "time estimate after the first group")
+            p.console.print(f"{self.name}: {e.total} runs to train, {e.skipped} already finished; results in "
+                            f"{where}; {guess}")
+        todo = [r.run_id for r in e.planned if r.todo]
+        self.work = {rid: float(e.work.get(rid, 1.0)) or 1.0 for rid in todo}
+        self.runs_total, self.skipped = e.total, e.skipped
+        self.eta = Eta(sum(self.work.values()))
+        self.begun = time.monotonic()
+        self.overall = p.add_task(f"runs {e.skipped}/{e.total + e.skipped}", total=sum(self.work.values()) or None,
+                                  info="", left="")
+
+    def _done(self, e: Event, now: float) -> None:
+        p = self.progress
+        run_id, f, m, s = e.runs[0]
+        colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
+        why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
+        p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{escape(why)}")
+        rest = self._credit(run_id, float("inf"))  # the rest of its work (stopped early, or trained elsewhere)
+        self.runs_done += 1
+        if self.overall is not None:
+            p.update(self.overall, description=f"runs {self.runs_done + self.skipped}/{self.runs_total + self.skipped}")
+        for k in [k for k in self.groups if run_id in k]:
+            if self.eta is not None:
+                self.eta.finish(k, rest, now)
+                rest = 0.0
+            if all(self.credited.get(r, 0.0) >= self.work.get(r, 0.0) for r in k):
+                p.remove_task(self.groups.pop(k))
+                self._first_group_done(now)
+        if rest and self.eta is not None:   # a run another process finished
+            self.eta.finish(("elsewhere", run_id), rest, now)
+
+    def _first_group_done(self, now: float) -> None:
+        if self.first_estimate is not None or self.eta is None or self.runs_done >= self.runs_total:
+            return
+        left = self.eta.left()
+        if left is not None:
+            self.first_estimate = now - self.begun + left
+            self.progress.console.print(
+                f"{self.name}: estimated total ~{duration(self.first_estimate)} (~{duration(left)} left; rate "
+                f"measured after each group's first epoch, which carries compilation)")
 
     def _line_due(self, key: tuple, e: Event) -> bool:
         """Epoch 1, the last, every tenth of the epochs when 5 s have passed since the group's last
@@ -297,19 +352,19 @@ class RunProgress:
         return False
 
     @staticmethod
-    def epoch_line(e: Event, elapsed: float) -> str:
-        """`f=2 sparse · epoch 10/100 · test s0 55.20% s1 54.00% · train ... · 3s elapsed, ~27s left`"""
+    def epoch_line(e: Event, elapsed: float, warmup: float = 0.0) -> str:
+        """`f=2 sparse · epoch 10/100 · s0 test 55.20% train 60.00% · s1 ... · 3s elapsed, ~27s left`
+        (the time left from the epochs after the first, which carries compilation and set-up)."""
         _, f, m, _ = e.runs[0]
-        seeds = [f"s{run[3]}" for run in e.runs]
-        test = " ".join(f"{s} {pct(r['test_accuracy'])}" for s, r in zip(seeds, e.rows))
-        train = " ".join(f"{s} {pct(r['train_accuracy'])}" for s, r in zip(seeds, e.rows))
-        left = elapsed / max(e.epoch, 1) * (e.epochs - e.epoch)
-        return (f"f={f:g} {m} · epoch {e.epoch}/{e.epochs} · test {test} · train {train} · "
-                f"{duration(elapsed)} elapsed, ~{duration(left)} left")
+        seeds = " · ".join(f"s{run[3]} test {pct(r['test_accuracy'])} train {pct(r['train_accuracy'])}"
+                           for run, r in zip(e.runs, e.rows))
+        per_epoch = (elapsed - warmup) / (e.epoch - 1) if e.epoch > 1 else elapsed
+        left = per_epoch * (e.epochs - e.epoch)
+        return f"f={f:g} {m} · epoch {e.epoch}/{e.epochs} · {seeds} · {duration(elapsed)} elapsed, ~{duration(left)} left"
 
     def count(self, description: str, total: int):
         """A plain counted task (e.g. the kernel's models): returns a function advancing it by one."""
-        task = self.progress.add_task(description, total=total, info="")
+        task = self.progress.add_task(description, total=total, info="", left="")
         return lambda: self.progress.advance(task)
 
 
@@ -318,20 +373,49 @@ class RunProgress:
 
 def runs_list(results: Path, runs) -> None:
     """`widecli runs`: one line per stored run."""
-    t = Table(title=f"{results}: {len(runs)} run(s)", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("recipe", "run_id", "status", "factor", "method", "seed", "test acc %", "epochs", "written"):
-        t.add_column(col, no_wrap=True, justify="right" if col in ("factor", "seed", "test acc %", "epochs") else "left")
     colours = {"ok": "green", "diverged": "yellow", "failed": "red", "corrupt": "red", "partial": "dim"}
+    records = []
     for r in runs:
         row = r.row
-        t.add_row(r.recipe, r.run_id, f"[{colours[r.status]}]{r.status}[/]",
-                  "-" if row.get("factor") is None else f"{row['factor']:g}", str(row.get("method", "-")),
-                  str(row.get("seed", "-")), pct(row.get("test_accuracy"))[:-1] if row.get("test_accuracy") is not None
-                  else "-", str(row.get("epochs_run", "-")), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))
-    out.print(t)
+        records.append({"recipe": escape(r.recipe), "run_id": r.run_id, "status": f"[{colours[r.status]}]{r.status}[/]",
+                        "factor": "-" if row.get("factor") is None else f"{row['factor']:g}",
+                        "method": str(row.get("method", "-")), "seed": str(row.get("seed", "-")),
+                        "test acc %": pct(row.get("test_accuracy"))[:-1] if row.get("test_accuracy") is not None
+                        else "-", "epochs": str(row.get("epochs_run", "-")),
+                        "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified))})
+    df = pd.DataFrame(records, columns=["recipe", "run_id", "status", "factor", "method", "seed", "test acc %",
+                                        "epochs", "written"])
+    out.print(fitted(df, f"{results}: {len(runs)} run(s)", width(), keep=2, markup=True,
+                     order=["written", "epochs", "recipe", "seed", "method", "factor", "test acc %", "status"],
+                     right=("factor", "seed", "test acc %", "epochs")))
     for r in runs:
         if r.error:
             out.print(f"[red]corrupt[/] {r.run_id}: {escape(r.error)}")
+
+
+def run_details(recipe: str, run_id: str, details: dict) -> None:
+    """`widecli runs --id`: where a run's code and recipe came from, and how it was executed."""
+    out.print(f"[bold]{recipe}/{run_id}[/]")
+    for line in provenance_lines(details.get("provenance")):
+        out.print(f"  {escape(line)}")
+    execution = details.get("execution") or {}
+    if execution:
+        out.print("  execution: " + escape(", ".join(f"{k} {v}" for k, v in execution.items())))
+
+
+def provenance_lines(p: dict | None) -> list[str]:
+    """`widecli: commit 1a2b3c4d5e6f (dirty, diff sha256 9f8e7d6c5b4a) in /src/widecli` ..."""
+    if not p:
+        return ["provenance: not recorded (a run from before widecli recorded it)"]
+
+    def state(s: dict | None, what: str) -> str:
+        if not s:
+            return f"{what}: not a git checkout"
+        tail = f"dirty, diff sha256 {s['diff_sha256'][:12]}" if s["dirty"] else "clean"
+        return f"{what}: commit {s['commit'][:12]} ({tail}) in {s['root']}"
+    recipe = f"recipe {p['recipe_file']}" if p.get("recipe_file") else "recipe folder"
+    return [state(p.get("widecli"), "widecli"), state(p.get("recipe"), recipe),
+            f"packages: sha256 {str(p.get('packages'))[:12]} (name==version of every installed distribution)"]
 
 
 def leases_table(recipe: str, leases: list[dict]) -> None:
@@ -347,17 +431,21 @@ def leases_table(recipe: str, leases: list[dict]) -> None:
 
 def plan_table(name: str, planned, connectivity: dict[str, float]) -> None:
     todo = sum(p.todo for p in planned)
-    t = Table(title=f"{name}: {len(planned)} runs, {todo} to train")
-    for col in ("run_id", "factor", "method", "seed", "axes", "connectivity", "status", "train"):
-        t.add_column(col, overflow="fold")
     colours = {"finished": "green", "failed": "red", "corrupt": "red", "partial": "yellow"}
+    records = []
     for p in planned:
         s = p.spec
-        axes = ", ".join(f"{k}={v}" for k, v in s.axes.items())
-        status = f"[{colours[p.status]}]{p.status}[/]" if p.status in colours else p.status
-        t.add_row(s.run_id, f"{s.factor:g}", s.method, str(s.seed), axes, f"{connectivity[p.run_id]:.4f}",
-                  status, "yes" if p.todo else "-")
-    out.print(t)
+        records.append({"run_id": s.run_id, "factor": f"{s.factor:g}", "method": s.method, "seed": str(s.seed),
+                        "axes": escape(", ".join(f"{k}={v}" for k, v in s.axes.items())),
+                        "connectivity": f"{connectivity[p.run_id]:.4f}",
+                        "status": f"[{colours[p.status]}]{p.status}[/]" if p.status in colours else p.status,
+                        "train": "yes" if p.todo else "-"})
+    df = pd.DataFrame(records, columns=["run_id", "factor", "method", "seed", "axes", "connectivity", "status", "train"])
+    if not any(df["axes"]):
+        df = df.drop(columns="axes")
+    out.print(fitted(df, f"{name}: {len(planned)} runs, {todo} to train", width(), keep=1, markup=True,
+                     order=[c for c in ("connectivity", "seed", "method", "factor", "axes", "status") if c in df],
+                     right=("factor", "seed", "connectivity")))
     for p in planned:
         if p.error:
             out.print(f"[red]corrupt[/] {p.run_id}: {escape(p.error)}")
@@ -381,90 +469,6 @@ def sweep_summary(summary: SweepSummary) -> None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-ABBREVIATIONS = {"epochs": "ep", "normalize": "norm", "scope": "scope", "batch_size": "bs", "weight_decay": "wd",
-                 "parameterization": "param", "granularity": "gran", "optimizer": "opt", "schedule": "sched"}
-# Columns a narrow terminal drops first (the files keep them all).
-OPTIONAL = ("lin. bottl.", "nonlin. bottl.", "note", "model", "Δ sparse [95% CI]", "rule", "widened")
-
-
-def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or pd.isna(mean):
-        return "-"
-    return f"{100 * mean:.{digits}f}" + ("" if pd.isna(std) else f"±{100 * std:.{digits}f}")
-
-
-def table1_compact(t: pd.DataFrame, width: int) -> Table | Text:
-    """Table 1 for a terminal of `width` columns: one line per study (the recipe and the settings
-    that vary within it, abbreviated), short column names; numbers never wrap or shrink (text
-    columns end in … instead), and the optional columns go first when even that is too wide.
-    The report files keep the full table."""
-    settings = [c for c in t.columns if "." in c]
-    varying = {rec: [c for c in settings if g[c].map(str).nunique() > 1] for rec, g in t.groupby("recipe")}
-    rows = []
-    for _, r in t.iterrows():
-        extra = " ".join(f"{ABBREVIATIONS.get(c.split('.')[-1], c.split('.')[-1])}={short(r[c])}"
-                         for c in varying[r["recipe"]] if str(r[c]) not in ("-", "nan", "None"))
-        row = {"study": f"{r['recipe']} {extra}".strip(), "model": r.get("model", "-"),
-               "widened": r.get("widened", "-"), "rule": r.get("rule", "-"),
-               "base %": _pm(r["baseline"], r["baseline_std"]),
-               "sparse % (f, conn.)": "-" if pd.isna(r["sparse"]) else
-               f"{_pm(r['sparse'], r.get('sparse_std'))} (f{r['sparse_factor']:g}, {r['sparse_connectivity']:.2g}"
-               f"{', by val.' if r.get('selected_by') == 'validation' else ''})",
-               "dense % (f)": "-" if pd.isna(r["dense"]) else f"{_pm(r['dense'], r.get('dense_std'))} "
-                                                                   f"(f{r['dense_factor']:g})",
-               "Δ sparse [95% CI]": with_interval(r.get("delta"), r.get("delta_ci95", ""), 100.0, sign=True, digits=1),
-               "fraction [95% CI]": with_interval(r["fraction"], r.get("fraction_ci95", ""), 1.0)}
-        for m, name in (("linear_bottleneck", "lin. bottl."), ("nonlinear_bottleneck", "nonlin. bottl.")):
-            if m in t:
-                row[name] = "-" if pd.isna(r[m]) else f"{_pm(r[m], r[f'{m}_std'], 1)} (f{r[f'{m}_factor']:g})"
-        row["note"] = r.get("note") or "-"
-        rows.append(row)
-    d = pd.DataFrame(rows)
-    d = d[[c for c in d.columns if c in ("study", "base %", "fraction [95% CI]") or (d[c] != "-").any()]]
-    full = {c: int(max(d[c].map(len).max(), len(c))) for c in d.columns}
-    text = ("study", "model", "note")
-
-    def fixed(cols) -> int:  # every column but the study at full width (note and model at most 24)
-        return sum(min(full[c], 24) if c in text else full[c] for c in cols if c != "study") + 3 * len(cols)
-    cols = list(d.columns)
-    for c in OPTIONAL:
-        if fixed(cols) + 16 <= width:
-            break
-        if c in cols:
-            cols.remove(c)
-    if fixed(cols) + 12 > width:  # too narrow for columns: one block per study, wrapped between fields
-        blocks = [f"{r['study']}\n  " + "; ".join(f"{c} {r[c]}" for c in cols if c != "study") for _, r in d.iterrows()]
-        return Text("Table 1 (test accuracy in %, mean±std over seeds)\n" + "\n".join(blocks))
-    tab = Table(title=f"Table 1: {len(d)} studies; test accuracy in %, mean±std over seeds (all columns: the "
-                      f"report files)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                show_edge=False)
-    widths = {c: max(8, min(full[c], width - fixed(cols))) if c == "study" else min(full[c], 24) if c in text
-              else full[c] for c in cols}
-    for c in cols:
-        tab.add_column(c, no_wrap=True, overflow="ellipsis", width=widths[c], justify="left" if c in text else "right")
-    for _, r in d.iterrows():
-        tab.add_row(*[escape(fit_words(str(r[c]), widths[c]) if c in text else str(r[c])) for c in cols])
-    return tab
-
-
-def fit_words(s: str, width: int) -> str:
-    """`s` cut to `width` at a space (a trailing " …" says so: "ep=100 …" cannot be read as a cut
-    "ep=1000"), never inside a word or a number."""
-    if len(s) <= width:
-        return s
-    words, kept = s.split(" "), ""
-    for w in words:
-        if len(kept) + len(w) + (1 if kept else 0) > width - 2:
-            break
-        kept += (" " if kept else "") + w
-    return f"{kept} …" if kept else s[: width - 1] + "…"
-
-
-def short(v) -> str:
-    s = short_label(v)
-    return s if len(s) <= 14 else s[:13] + "…"
 
 
 def text_chart(study: Study, width: int = 60) -> str:

@@ -1,5 +1,6 @@
-"""Reading recipes: YAML with unique keys, `--set key.sub=value` overrides, and validation errors
-turned into one line naming the file, the dotted key, the value and what is allowed.
+"""Reading recipes: YAML with unique keys composed over its `base:` recipes (config.compose),
+`--set key.sub=value` overrides, and validation errors turned into one line naming the file (or the
+`--set`) that holds the bad key, the dotted key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from widecli.config import effects
+from widecli.config.compose import BASE, Composed, compose, read_yaml, yaml_reason  # noqa: F401 (read_yaml: API)
 from widecli.config.schema import Recipe
 from widecli.errors import RecipeError
 
@@ -23,30 +25,41 @@ from widecli.errors import RecipeError
 def load_recipe(path: str | Path, overrides: list[str] | None = None,
                 flags: dict[str, tuple[str, object]] | None = None,
                 warn: Callable[[str], None] | None = None) -> Recipe:
-    """Read a YAML recipe, apply `key.sub=value` overrides and validate it.
+    """Read a YAML recipe (and its bases), apply `key.sub=value` overrides and validate it.
 
     flags: command-line options that set recipe keys, `{"--factor": ("widen.factors", [2.0])}`:
     applied after the overrides and named in any error, so that they are validated by the schema
     like every other value. Settings without effect (config.effects) are an error, or passed to
     `warn` where only some sweep points ignore them."""
     path = Path(path)
-    raw = read_yaml(path)
+    c = compose(path)
     for item in overrides or []:
         key, value = parse_override(item)
-        set_dotted(raw, key, value, source=f"--set {item}")
+        if key == BASE or key.startswith(BASE + "."):
+            raise RecipeError(f"--set {item}: base names the recipes a recipe file is composed over; "
+                              f"give it in the file")
+        c.set(key, value, source=f"--set {item}")
     # The recipe and its overrides must be valid on their own, before the flags replace keys; settings
     # without effect are judged here too (a flag such as --factor 1 narrows the grid legitimately).
-    own = validate(raw, str(path))
+    own = validate(c.raw, str(path), c)
     errors, warnings = effects.judge(sweep_points(own))
     if errors:
-        raise RecipeError(f"{path}: {errors[0]}")
+        raise RecipeError(f"{_blame(errors[0], c)}: {errors[0]}")
     for line in warnings if warn else ():
-        warn(f"{path}: {line}")
+        warn(f"{_blame(line, c)}: {line}")
     given = []
     for flag, (key, value) in (flags or {}).items():
-        set_dotted(raw, key, value, source=flag)
-        given.append(f"{flag} {value[0] if isinstance(value, list) and len(value) == 1 else value}")
-    return validate(raw, f"{path} with {', '.join(given)}") if given else own
+        shown = f"{flag} {value[0] if isinstance(value, list) and len(value) == 1 else value}"
+        c.set(key, value, source=shown)
+        given.append(shown)
+    # own was valid: what fails now fails for the flags, named beside the recipe they narrow
+    return validate(c.raw, f"{path} with {', '.join(given)}") if given else own
+
+
+def _blame(line: str, c: Composed) -> str:
+    """The origin of the dotted key a message starts with (`train.nesterov: has no effect ...`)."""
+    m = re.match(r"([A-Za-z_][\w.]*):", line)
+    return c.source(m.group(1)) if m else c.top
 
 
 def sweep_points(recipe: Recipe) -> list[Recipe]:
@@ -64,55 +77,20 @@ def sweep_points(recipe: Recipe) -> list[Recipe]:
     return points
 
 
-def read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise RecipeError(f"{path}: no such recipe file")
-    if path.is_dir():
-        raise RecipeError(f"{path}: is a directory; give a recipe .yaml file")
-    try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{path}: malformed YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read recipe: {e}") from None
-    if raw is None:
-        raise RecipeError(f"{path}: the recipe is empty; it needs at least name and data")
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: the recipe must be a mapping of keys (name, data, model, ...), "
-                          f"got {type(raw).__name__}")
-    return raw
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one mapping; give each key once",
-                    key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def parse_override(item: str) -> tuple[str, Any]:
     """`train.lr=0.1` -> ("train.lr", 0.1); the value is parsed as YAML."""
     key, sep, value = item.partition("=")
     key = key.strip()
+    if not sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+        raise RecipeError(f"--set {item!r}: expected dotted.key=value; did you mean --set {key}=VALUE? "
+                          f"(no spaces around =)")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
         raise RecipeError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.lr=0.1")
     try:
         return key, yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise RecipeError(f"--set {item!r}: the value is not valid YAML") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"--set {item!r}: the value is not valid YAML{yaml_reason(e)} (quote the whole "
+                          f"option for the shell: --set '{key}=[1, 2]')") from None
 
 
 def set_dotted(d: dict, key: str, value: Any, source: str = "") -> None:
@@ -135,11 +113,19 @@ def get_dotted(d: dict, key: str) -> Any:
     return node
 
 
-def validate(raw: dict, source: str) -> Recipe:
+def validate(raw: dict, source: str, composed: Composed | None = None) -> Recipe:
+    """A Recipe from `raw`; RecipeError naming `source`, or with `composed` the file or `--set`
+    in the chain that set the bad key."""
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise RecipeError(f"{source}: {_describe(e.errors()[0], raw)}") from None
+        err = e.errors()[0]
+        message = _describe(err, raw)
+        if composed is not None:
+            key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+            named = re.match(r"([A-Za-z_][\w.]*):", message)  # a check naming a key below its loc
+            source = composed.source(named.group(1) if named and named.group(1).startswith(key) else key)
+        raise RecipeError(f"{source}: {message}") from None
 
 
 def _describe(err: dict, raw: dict) -> str:

@@ -28,7 +28,7 @@ def execute(groups: list[list], ctx: Context) -> Iterator[tuple[list, GroupRepor
         return
     for group in groups:
         yield group, run_group(group, ctx.results, ctx.device, force=ctx.force,
-                               retry_failed=ctx.retry_failed, emit=ctx.emit)
+                               retry_failed=ctx.retry_failed, emit=ctx.emit, provenance=ctx.provenance)
 
 
 # Worker-process state, set by _init_worker.
@@ -57,11 +57,12 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_task(group: list, results: str, force: bool, retry_failed: bool) -> GroupReport:
+def _worker_task(group: list, results: str, force: bool, retry_failed: bool,
+                 provenance: dict | None = None) -> GroupReport:
     _worker["busy"] = True
     try:
         return run_group(group, results, _worker["device"], force=force, retry_failed=retry_failed,
-                         emit=_worker["events"].put)
+                         emit=_worker["events"].put, provenance=provenance)
     finally:
         _worker["busy"] = False
 
@@ -84,7 +85,8 @@ def _pool(groups: list[list], ctx: Context) -> Iterator[tuple[list, GroupReport]
         devices.put(d)
     pool = ProcessPoolExecutor(workers, mp_context=mpc, initializer=_init_worker,
                                initargs=(ctx.threads, ctx.jobs, devices, events, os.getpid()))
-    futures = {pool.submit(_worker_task, g, str(ctx.results), ctx.force, ctx.retry_failed): g for g in groups}
+    futures = {pool.submit(_worker_task, g, str(ctx.results), ctx.force, ctx.retry_failed, ctx.provenance): g
+               for g in groups}
     try:
         pending = set(futures)
         while pending:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from widecli.data.registry import describe
@@ -63,10 +64,19 @@ def plan_runs(specs: list, results: str | Path, force: bool = False, retry_faile
     return out
 
 
-def work(specs: list) -> dict[str, float]:
-    """run_id -> the run's training work in multiply-adds per training example, all epochs
-    (epochs x forward MACs of one example): what progress estimates the time left from, so that a
-    1000-epoch group weighs 10x a 100-epoch one and a wide model more than a narrow one."""
+# A training step's fixed cost (Python, kernel launches, its share of the per-epoch evaluation) in
+# multiply-adds of compute: the intercept of step time against multiply-adds per step, measured at
+# ~0.4 ms per step against ~26 GMAC/s (benchmarks/results/threads.txt, the quick start's baseline).
+# Without it a small model 8x wider counted 8x the time, though its steps take ~1.5x as long.
+STEP_OVERHEAD_MACS = 1e7
+
+
+def work(specs: list, stacked: dict[str, int] | None = None) -> dict[str, float]:
+    """run_id -> the run's training work, in multiply-adds per training example over all epochs:
+    epochs x (forward MACs of one example + its share of a step's fixed cost, STEP_OVERHEAD_MACS
+    over the batch and the runs stacked with it; `stacked`: run_id -> runs in its group, default 1).
+    What progress estimates the time left from: a 1000-epoch group weighs 10x a 100-epoch one, a
+    wide model more than a narrow one, and a run alone more than its share of a stacked group."""
     def per_example(s, shape, classes) -> float:
         try:
             if shape is not None:
@@ -77,7 +87,33 @@ def work(specs: list) -> dict[str, float]:
 
     macs = {s.stack_key(): per_example(s, shape, classes)
             for s, shape, classes in distinct_models(specs, skip_undescribed=True)}
-    return {s.run_id: s.train.epochs * macs[s.stack_key()] for s in specs}
+    k = stacked or {}
+    return {s.run_id: s.train.epochs * (macs[s.stack_key()] + STEP_OVERHEAD_MACS / (s.train.batch_size *
+                                                                                    k.get(s.run_id, 1)))
+            for s in specs}
+
+
+def seconds_per_work(results: str | Path, planned: list) -> float | None:
+    """This machine's seconds per unit of work (see `work`), from the recorded wall times of the
+    planned runs already finished (their recipes' runs.csv: wall_time_s, stacked_with); None
+    without any. What a sweep's first estimate of its total time rests on."""
+    done = [p.spec for p in planned if p.status == "finished"]
+    walls, stacked = {}, {}
+    for recipe in sorted({s.recipe for s in done}):
+        try:
+            index = pd.read_csv(Path(results) / recipe / store.INDEX)
+        except (OSError, ValueError):
+            continue
+        if {"run_id", "wall_time_s"} <= set(index.columns):
+            walls.update(zip(index["run_id"], index["wall_time_s"]))
+            if "stacked_with" in index:
+                stacked.update(zip(index["run_id"], index["stacked_with"].fillna(1).astype(int)))
+    known = [s for s in done if s.run_id in walls and walls[s.run_id] == walls[s.run_id]]
+    if not known:
+        return None
+    w = work(known, stacked)
+    total = sum(w.values())
+    return sum(float(walls[s.run_id]) for s in known) / total if total else None
 
 
 def should_stack(specs: list, device: torch.device, input_shape=None, num_classes=None) -> bool:

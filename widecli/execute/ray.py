@@ -27,7 +27,7 @@ from widecli.data.registry import describe
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import SweepError, WidecliError
-from widecli.execute import preflight
+from widecli.execute import preflight, provenance
 from widecli.execute.run import (
     Context,
     Event,
@@ -209,6 +209,7 @@ def _write_returned(payload: dict, ctx: Context, report: GroupReport) -> None:
         spec = RunSpec.model_validate(p["spec"])
         state = None if p["state"] is None else torch.load(io.BytesIO(p["state"]), weights_only=True)
         lock.journal(ctx.results, spec.recipe, "start", spec.run_id, "ray")
-        store.write_run(ctx.results, spec, p["metrics"], p["result"], state)
+        store.write_run(ctx.results, spec, p["metrics"], {**p["result"], "provenance": ctx.provenance or
+                                                          provenance.collect(None)}, state)
         lock.journal(ctx.results, spec.recipe, "done", spec.run_id, p["status"])
         report.trained.append((spec.run_id, p["status"], p["error"]))

@@ -22,7 +22,7 @@ from widecli.data.resident import load_dataset
 from widecli.engine import checkpoint, dist
 from widecli.engine.loop import Outcome, fit
 from widecli.errors import StoreError, SweepError
-from widecli.execute import ddp
+from widecli.execute import ddp, provenance
 from widecli.execute.plan import is_todo, run_status
 from widecli.methods import WeightPlan, build_model, macs, plan_weights
 from widecli.store import lock
@@ -45,6 +45,7 @@ class Event:
     error: str | None = None
     holders: list[dict] = field(default_factory=list)  # wait: the leases (host, pid, renewed) waited for
     work: dict = field(default_factory=dict)  # plan: run_id -> training work (execute.plan.work) of runs to train
+    estimate: float | None = None   # plan: seconds the sweep should take, from finished runs' times (or None)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Context:
     num_gpus: float | None = None
     options: dict = field(default_factory=dict)   # executor-specific (slurm: partition, time, ...)
     threads: int | None = None    # --threads per run; None: auto (engine.threads)
+    provenance: dict | None = None  # execute.provenance.collect(recipe) of the driver; None: this process's
+
+
+StopHook = Callable[[int, int, list[dict]], bool]   # (epoch, epochs, last row per run) -> stop now?
 
 
 def label(s: RunSpec) -> tuple:
@@ -78,6 +83,14 @@ class GroupReport:
     elsewhere: list[RunSpec] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)             # run directories written
     results: list[dict] = field(default_factory=list)             # and the result.json they hold
+    stopped: list[RunSpec] = field(default_factory=list)          # stopped on request: nothing stored
+
+
+class StopGroup(BaseException):
+    """Raised by a run path's `stop` hook to end a group early (a pruned tuning trial): the group's
+    partial files are removed, nothing is stored (a stopped run is not a finished run), the leases
+    are released and run_group returns the runs in GroupReport.stopped. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way records it as a failed run."""
 
 
 # --------------------------------------------------------------------------- training, no writes
@@ -170,11 +183,14 @@ def claim(group: list[RunSpec], results: str | Path, force: bool, retry_failed: 
 
 def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *, force: bool = False,
               retry_failed: bool = False, emit: Callable[[Event], None] = lambda e: None,
-              record_failures: bool = True) -> GroupReport:
+              record_failures: bool = True, stop: StopHook | None = None,
+              provenance: dict | None = None) -> GroupReport:
     """Lock, train and store a group in this process; the locks are ours while we train.
 
     On an interrupt the runs' half-written directories are removed (finished runs and resumable
-    checkpoints are kept), so re-running the same command resumes cleanly."""
+    checkpoints are kept), so re-running the same command resumes cleanly. `stop(epoch, epochs,
+    rows)` is asked after every epoch whether to end the group (GroupReport.stopped); `provenance`
+    goes into each result.json (default: execute.provenance.collect() of this process)."""
     if not dist.is_main():  # a torchrun rank > 0 trains its share; rank 0 locks and writes
         train_group(ddp.check(group), device, dataset(group[0], device),
                     checkpoint_dir=store.run_dir(results, group[0]))
@@ -183,7 +199,8 @@ def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *
     report = GroupReport(busy=busy, elsewhere=elsewhere)
     try:
         if mine:
-            _train_and_write(mine, results, device, emit, record_failures, report)
+            _train_and_write(mine, results, device, emit, record_failures, report, stop,
+                             provenance if provenance is not None else _provenance())
     finally:
         for held in locks:
             held.release()
@@ -192,20 +209,28 @@ def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *
 
 def run_group_when_free(group: list[RunSpec], results: str | Path, device: torch.device, *,
                         force: bool = False, emit: Callable[[Event], None] = lambda e: None,
-                        record_failures: bool = True) -> GroupReport:
+                        record_failures: bool = True, stop: StopHook | None = None,
+                        provenance: dict | None = None) -> GroupReport:
     """run_group, then wait for the runs another process holds and take over what it left undone;
     one report for the whole group (what this process trained, and what others finished)."""
-    report = run_group(group, results, device, force=force, emit=emit, record_failures=record_failures)
-    while report.busy:
+    kw = {"emit": emit, "record_failures": record_failures, "stop": stop, "provenance": provenance}
+    report = run_group(group, results, device, force=force, **kw)
+    while report.busy and not report.stopped:
         wait_unlocked(report.busy, results, emit)
-        again = run_group(report.busy, results, device, emit=emit, record_failures=record_failures)
+        again = run_group(report.busy, results, device, **kw)
         report = GroupReport(trained=report.trained + again.trained, busy=again.busy,
                              elsewhere=report.elsewhere + again.elsewhere,
-                             written=report.written + again.written, results=report.results + again.results)
+                             written=report.written + again.written, results=report.results + again.results,
+                             stopped=again.stopped)
     return report
 
 
-def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport) -> None:
+def _provenance() -> dict:
+    return provenance.collect(None)
+
+
+def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport,
+                     stop: StopHook | None = None, origin: dict | None = None) -> None:
     resumable = (store.run_dir(results, mine[0]) / store.CHECKPOINT).is_file()
     for s in mine:
         store.remove_partial(results, s)  # files of a run that died half-written (a checkpoint stays)
@@ -215,11 +240,14 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
 
     def on_epoch(epoch: int, epochs: int, rows: list[dict]) -> None:
         emit(Event("epoch", runs, epoch=epoch, epochs=epochs, rows=rows))
+        if stop is not None and stop(epoch, epochs, rows):
+            raise StopGroup
     # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
     # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
     ckpt = store.run_dir(results, mine[0])
     try:
         for o, result in train_group(mine, device, dataset(mine[0], device), on_epoch, record_failures, ckpt):
+            result["provenance"] = origin
             path = _write(results, o, result, record_failures)
             lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
             report.trained.append((o.spec.run_id, o.status, o.error))
@@ -228,6 +256,12 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
                 report.results.append(store.read_result(path, verify_files=False))
         if all(status != "failed" for _, status, _ in report.trained):  # a failed run retries from it
             checkpoint.remove(ckpt)
+    except StopGroup:
+        checkpoint.remove(ckpt)  # stopped on purpose: nothing to resume
+        for s in mine:
+            store.remove_partial(results, s)
+            lock.journal(results, s.recipe, "done", s.run_id, "stopped")
+        report.stopped += mine
     except BaseException:
         for s in mine:
             store.remove_partial(results, s)

@@ -15,6 +15,7 @@ pickled tasks as subprocesses, which is how the tests run it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Iterator
 from widecli.config.schema import RunSpec
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
-from widecli.errors import SweepError
+from widecli.errors import RecipeError, SweepError
 from widecli.execute.plan import is_todo, run_status
 from widecli.execute.run import Context, Event, GroupReport, label, run_group_when_free
 from widecli.store import lock
@@ -41,13 +42,14 @@ class RunTask:
     results: str
     device: str = "auto"
     threads: int | None = None   # --threads; None: auto within the task's allotted cores
+    provenance: dict | None = None   # the submitting driver's (execute.provenance)
 
     def __call__(self) -> list[tuple[str, str, str | None]]:
         specs = [with_checkpoints(RunSpec.model_validate(d)) for d in self.spec_dicts]
         device = resolve_device(self.device)
         threads_mod.configure(self.threads, 1)  # the task's CPU affinity is what SLURM allotted
         # A requeued attempt may find its old lease not yet gone: wait for it, then go on.
-        return run_group_when_free(specs, self.results, device).trained
+        return run_group_when_free(specs, self.results, device, provenance=self.provenance).trained
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption/timeout: requeue this same task (it resumes from the
@@ -63,6 +65,57 @@ def with_checkpoints(spec: RunSpec) -> RunSpec:
     if spec.train.checkpoint_every:
         return spec
     return spec.model_copy(update={"train": spec.train.model_copy(update={"checkpoint_every": 1})})
+
+
+# sbatch options widecli or submitit set themselves: --slurm-option may not give them (the dedicated
+# option where there is one).
+OWNED = {"mem": "--mem", "account": "--account", "qos": "--qos", "constraint": "--constraint",
+         "partition": "--partition", "time": "--time", "cpus-per-task": "--cpus-per-run",
+         "gpus-per-node": "--gpus-per-run", "array": "--array-parallelism", "job-name": None, "output": None,
+         "error": None, "signal": None, "open-mode": None, "wckey": None}
+
+
+def check_options(mem: str | None = None, account: str | None = None, qos: str | None = None,
+                  constraint: str | None = None, setup: list[str] = (), extra: list[str] = ()) -> dict:
+    """The cluster options as submitit's SLURM parameters, checked here (before anything is
+    submitted) where their format is known; one-line RecipeError otherwise."""
+    out: dict = {}
+    if mem is not None:
+        if not re.fullmatch(r"\d+[KMGT]?", mem.strip(), re.IGNORECASE):
+            raise RecipeError(f"--mem: got {mem!r}; expected a size as sbatch takes it: an integer with an "
+                              f"optional unit K, M, G or T (default M), e.g. 16G or 4000M")
+        out["mem"] = mem.strip().upper()
+    for option, value, pattern, what in (
+            ("--account", account, r"[\w.+-]+", "letters, digits, '_', '.', '+' or '-'"),
+            ("--qos", qos, r"[\w.+-]+", "letters, digits, '_', '.', '+' or '-'"),
+            ("--constraint", constraint, r"[\w.&|()\[\]*:,!-]+",
+             "node features joined by & | , with [ ] ( ) * (no spaces), e.g. 'a100&ib'")):
+        if value is not None:
+            if not re.fullmatch(pattern, value):
+                raise RecipeError(f"{option}: got {value!r}; expected {what}")
+            out[option.lstrip("-")] = value
+    lines = []
+    for line in setup:
+        if not line.strip() or "\n" in line or "\r" in line:
+            raise RecipeError(f"--slurm-setup: got {line!r}; expected one non-empty shell line (give the "
+                              f"option once per line, e.g. --slurm-setup 'module load cuda')")
+        lines.append(line)
+    if lines:
+        out["setup"] = lines
+    additional = {}
+    for item in extra:
+        key, eq, value = item.partition("=")
+        key = key.strip().lstrip("-").replace("_", "-")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", key) or (eq and not value.strip()) or "\n" in value:
+            raise RecipeError(f"--slurm-option: got {item!r}; expected KEY=VALUE (an sbatch long option without "
+                              f"its --, e.g. mail-type=END) or KEY alone for a switch (e.g. exclusive)")
+        if key in OWNED:
+            use = f"use {OWNED[key]}" if OWNED[key] else "widecli (through submitit) sets it"
+            raise RecipeError(f"--slurm-option {item!r}: {key} is not an additional option: {use}")
+        additional[key] = value.strip() if eq else True
+    if additional:
+        out["additional_parameters"] = additional
+    return out
 
 
 def _executor(folder: Path, options: dict, name: str):
@@ -82,6 +135,7 @@ def _executor(folder: Path, options: dict, name: str):
         params["slurm_partition"] = options["partition"]
     if options.get("array_parallelism"):
         params["slurm_array_parallelism"] = options["array_parallelism"]
+    params.update({f"slurm_{k}": v for k, v in (options.get("slurm") or {}).items()})  # check_options
     if cluster == "local":  # submitit's local cluster knows only the generic keys
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     ex.update_parameters(**params)
@@ -89,12 +143,13 @@ def _executor(folder: Path, options: dict, name: str):
 
 
 def submit(groups: list[list[RunSpec]], results: Path, options: dict, device: str = "auto",
-           threads: int | None = None) -> list:
+           threads: int | None = None, provenance: dict | None = None) -> list:
     """Submit one array task per group; returns the submitit jobs (and records their ids)."""
     recipe = groups[0][0].recipe
     folder = Path(results) / ".slurm" / recipe
     ex = _executor(folder, options, f"widecli-{recipe}")
-    tasks = [RunTask([s.model_dump(mode="json") for s in g], str(results), device, threads) for g in groups]
+    tasks = [RunTask([s.model_dump(mode="json") for s in g], str(results), device, threads, provenance)
+             for g in groups]
     with ex.batch():
         jobs = [ex.submit(t) for t in tasks]
     atomic_write(folder / JOBS_FILE, json.dumps(
@@ -118,7 +173,7 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
     if not todo:
         return
     device = "auto" if ctx.requested_device == "auto" else ctx.requested_device
-    jobs = submit(todo, ctx.results, options, device, ctx.threads)
+    jobs = submit(todo, ctx.results, options, device, ctx.threads, ctx.provenance)
     for job, g in zip(jobs, todo):
         ctx.emit(Event("start", [label(s) for s in g], status=f"job {job.job_id}"))
     if options.get("no_wait"):

@@ -21,7 +21,7 @@ from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
 from widecli.execute import local, ray, slurm
-from widecli.execute.plan import plan_runs, stack_groups, work
+from widecli.execute.plan import plan_runs, seconds_per_work, stack_groups, work
 from widecli.execute.run import Context, Event, GroupReport, label, wait_unlocked
 from widecli.registry import Registry
 from widecli.store import runs as store
@@ -71,12 +71,13 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
           retry_failed: bool = False, on_event: Callable[[Event], None] | None = None,
           num_cpus: float | None = None, num_gpus: float | None = None,
           wait_timeout: float | None = None, options: dict | None = None,
-          fail_fast: bool = False, threads: int | None = None) -> SweepSummary:
+          fail_fast: bool = False, threads: int | None = None, provenance: dict | None = None) -> SweepSummary:
     """Train every run of `specs` not yet finished in `results`; runs.csv is rebuilt after each.
 
     options: executor-specific settings (slurm: partition, gpus_per_run, time_min, array_parallelism,
     no_wait, cluster). fail_fast: stop at the first failed run (SweepError naming it; the runs
-    stored so far are kept and the same command resumes) instead of recording it and going on."""
+    stored so far are kept and the same command resumes) instead of recording it and going on.
+    provenance: what every run records about its code and recipe (execute.provenance.collect)."""
     try:
         execute = EXECUTORS.get(executor)
     except RecipeError as e:
@@ -85,17 +86,22 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
         raise SweepError(f"--jobs: got {jobs}; must be >= 1")
     emit = on_event or (lambda e: None)
     ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
-                  address, num_cpus, num_gpus, options or {}, threads)
+                  address, num_cpus, num_gpus, options or {}, threads, provenance)
     threads_mod.configure(threads, jobs if executor == "local" else 1)
     planned = plan_runs(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
     summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
-    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=work(todo)))
+    first = stack_groups(todo, ctx.device)
+    todo_work = work(todo, {s.run_id: len(g) for g in first for s in g})
+    rate = seconds_per_work(results, planned) if todo else None
+    # in parallel: --jobs local processes at once, however many groups they have to share
+    estimate = (sum(todo_work.values()) * rate / min(jobs, len(first)) if rate and executor == "local" else None)
+    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=todo_work, estimate=estimate))
     recipes = sorted({s.recipe for s in specs})
     pending = todo
     while pending:
         busy = []
-        groups = execute(stack_groups(pending, ctx.device), ctx)
+        groups = execute(first if pending is todo else stack_groups(pending, ctx.device), ctx)
         for group, report in groups:
             _tally(summary, report, group, emit)
             busy += report.busy

@@ -62,6 +62,23 @@ def scan(results: str | Path, recipes: list[str] | None = None) -> list[StoredRu
     return sorted(out, key=lambda r: (r.recipe, r.modified, r.run_id))
 
 
+# result.json `final` keys that record how a run was executed (they shape its float trajectory as
+# much as a seed does: a sparse kernel or a stacked matmul sums in another order).
+EXECUTION_CHOICES = ("device", "backend", "sparse_layers", "stacked_with", "threads", "fused_step", "precision")
+
+
+def details(r: StoredRun) -> dict:
+    """What `widecli runs --id` adds: the run's provenance and its execution choices (none for a
+    partial or corrupt run)."""
+    try:
+        result = read_result(r.path, verify_files=False)
+    except StoreError:
+        return {"provenance": None, "execution": {}}
+    final = result.get("final") or {}
+    return {"provenance": result.get("provenance"),
+            "execution": {k: final[k] for k in EXECUTION_CHOICES if k in final}}
+
+
 def _looks_like_run(d: Path) -> bool:
     """A run directory: named by a 12-hex-digit run id (not plots/, export/ or an ablation's files)."""
     return len(d.name) == 12 and all(c in "0123456789abcdef" for c in d.name)
