@@ -238,7 +238,8 @@ class RunProgress:
                 p.console.print(self.epoch_line(e, time.monotonic() - self.started[key]), markup=False)
         elif e.kind == "done":
             run_id, f, m, s = e.runs[0]
-            colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
+            colour = {"ok": "green", "diverged": "yellow", "failed": "red",
+                      "lost-lease": "yellow"}.get(e.status, "dim")
             why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
             p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{escape(why)}")
             self._credit(run_id, float("inf"))  # the rest of its work (stopped early, or trained elsewhere)
@@ -331,8 +332,9 @@ def plan_table(name: str, planned, connectivity: dict[str, float]) -> None:
 
 
 def sweep_summary(summary: SweepSummary) -> None:
+    lost = f", [yellow]{summary.lost_lease} lost lease[/] (taken over by another host)" if summary.lost_lease else ""
     out.print(f"trained {summary.trained}: [green]{summary.ok} ok[/], [yellow]{summary.diverged} diverged[/], "
-              f"[red]{summary.failed} failed[/]; {summary.skipped} skipped (already finished)")
+              f"[red]{summary.failed} failed[/]{lost}; {summary.skipped} skipped (already finished)")
     df = best_table(summary.rows)
     if not df.empty:
         t = Table(title="test accuracy (%) by method and factor")
