@@ -170,14 +170,14 @@ def wandb_records(path):
             yield part + data
 
 
-def read_wandb(log) -> tuple[dict, dict, list[dict]]:
-    """(run record fields, config, history rows) of one offline .wandb log."""
+def read_wandb(log) -> tuple[dict, dict, list[dict], dict]:
+    """(run record fields, config, history rows, run summary) of one offline .wandb log."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     def items(update):
         return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}
 
-    run, config, history = {}, {}, []
+    run, config, history, summary = {}, {}, [], {}
     for data in wandb_records(log):
         record = pb.Record()
         record.ParseFromString(data)
@@ -187,8 +187,12 @@ def read_wandb(log) -> tuple[dict, dict, list[dict]]:
         elif kind == "run":
             run = {"project": record.run.project, "name": record.run.display_name, "id": record.run.run_id}
             config = items(record.run.config.update)
+        elif kind == "summary":  # the summary as W&B records it: later updates replace earlier ones
+            summary.update(items(record.summary.update))
+            for item in record.summary.remove:
+                summary.pop(item.key or "/".join(item.nested_key), None)
     config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in config.items()}
-    return run, config, [h for h in history if "test_accuracy" in h]  # (W&B adds rows of its own)
+    return run, config, [h for h in history if "test_accuracy" in h], summary  # (W&B adds rows of its own)
 
 
 def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
@@ -203,7 +207,7 @@ def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
     seen = set()
     for folder in folders:
         (log,) = folder.glob("*.wandb")
-        run, config, history = read_wandb(log)
+        run, config, history, summary = read_wandb(log)
         result, rows = runs[(run["project"], run["name"])]
         seen.add((run["project"], run["name"]))
         assert config["run_id"] == result["run_id"] and config["recipe"] == result["recipe"]
@@ -211,6 +215,13 @@ def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
         assert [h["_step"] for h in history] == [1, 2, 3]
         for name in ("test_accuracy", "train_loss", "seconds"):
             assert [h[name] for h in history] == pytest.approx(column(rows, name))
+        # The run summary (W&B's run table) holds exactly the final values of result.json: the
+        # clean-pass train accuracy, not the last epoch's running average.
+        final = result["final"]
+        assert {k for k in summary if not k.startswith("_")} == {
+            k for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for name in ("test_accuracy", "best_test_accuracy", "train_accuracy", "train_loss", "wall_time_s"):
+            assert summary[name] == pytest.approx(final[name]), name
     assert seen == set(runs)
 
 
