@@ -19,7 +19,7 @@ import numpy as np
 
 from widecli.data import stream
 from widecli.errors import DataError
-from widecli.registry import Registry
+from widecli.registry import Registry, user_function
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -310,7 +310,9 @@ _BUILTIN: dict[str, Callable[..., Arrays]] = {
 }
 
 
-DATASETS: Registry[Callable[..., Arrays]] = Registry("datasets", "data.dataset")
+DATASETS: Registry[Callable[..., Arrays]] = Registry("datasets", "data.dataset", user_function(
+    "data.dataset", "data set loader", "loader(data config) -> (x_train, y_train, x_test, y_test) arrays",
+    returns=lambda r: isinstance(r, (tuple, list)) and len(r) == 4 and all(hasattr(a, "shape") for a in r)))
 for _name, _loader in _BUILTIN.items():
     DATASETS.add(_name, _loader)
 
