@@ -99,7 +99,10 @@ def test_the_sweep_reports_a_lost_lease(recipe, tmp_path, monkeypatch):
     check_untouched(tmp_path, spec, seen)
 
 
-def test_the_cli_says_which_run_lost_its_lease(recipe, tmp_path, monkeypatch):
+@pytest.mark.parametrize("command, code", [("sweep", 0), ("train", 1)])
+def test_the_cli_says_which_run_lost_its_lease(recipe, tmp_path, monkeypatch, command, code):
+    """sweep: a run another host finishes is not a failure of the sweep (exit 0); train: the one run
+    asked for was not stored here (exit 1)."""
     [spec] = expand(load_recipe(recipe))
     seen: dict = {}
     real = runner.fit
@@ -111,7 +114,9 @@ def test_the_cli_says_which_run_lost_its_lease(recipe, tmp_path, monkeypatch):
             on_epoch(e, n, rows)
         return real(specs, data, device, epoch, checkpoint_dir)
     monkeypatch.setattr(runner, "fit", fit)
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--device", "cpu"])
-    assert res.exit_code == 0, res.output
-    assert f"{LOST_LEASE} {spec.run_id}" in res.output and "1 lost lease" in res.output
+    res = CliRunner().invoke(app, [command, str(recipe), "--results", str(tmp_path), "--device", "cpu"])
+    assert res.exit_code == code, res.output
+    assert LOST_LEASE in res.output and spec.run_id in res.output and OTHER in res.output
+    if command == "sweep":
+        assert f"{LOST_LEASE} {spec.run_id}" in res.output and "1 lost lease" in res.output
     check_untouched(tmp_path, spec, seen)
