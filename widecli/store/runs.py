@@ -95,8 +95,17 @@ class StagedRun:
         return d
 
     def discard(self) -> None:
-        """Remove the staged files (after a commit: the empty staging folder)."""
+        """Remove the staged files (after a commit: the empty staging folder), and .staging/ once
+        empty, so that a results folder shows it only while a run is being published."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_if_empty(self.folder.parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # another run is staging there (or already removed)
 
 
 def staging_dir(results: str | Path, spec) -> Path:
@@ -119,7 +128,13 @@ def stage_run(results: str | Path, spec, metrics: list[dict], result: dict,
     staged = StagedRun(results, spec, list(files))
     target = staged.folder
     try:
-        staged.folder.mkdir(parents=True)
+        for attempt in range(3):
+            try:
+                staged.folder.mkdir(parents=True)
+                break
+            except FileNotFoundError:  # another process removed .staging/, empty, just then
+                if attempt == 2:
+                    raise
         for name, data in files.items():
             target = staged.folder / name
             atomic_write(target, data)
@@ -256,8 +271,10 @@ def remove_partial(results: str | Path, spec) -> bool:
     """Delete a run directory that is not a finished run (after an interrupt), and the run's staged
     files (of a process that died before publishing them); True if a run directory was removed."""
     staging = staging_dir(results, spec)
-    for stale in staging.glob(f"{spec.run_id}.*") if staging.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    if staging.is_dir():
+        for stale in staging.glob(f"{spec.run_id}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        _remove_if_empty(staging)
     d = run_dir(results, spec)
     if not d.is_dir() or is_finished(d):
         return False
