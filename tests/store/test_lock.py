@@ -62,31 +62,37 @@ def test_a_live_lease_on_this_host_is_respected(tmp_path, spec):
 
 
 HOLD = """
-import sys, threading
+import sys, threading, time
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.store import lock
-renew = lock.RunLock.renew
-def announced(self):  # each renewal of the heartbeat is an event the test reads
+renew, printing = lock.RunLock.renew, threading.Lock()  # (two threads print: one line at a time)
+def say(line):
+    with printing:
+        print(line, flush=True)
+def announced(self):  # each renewal of the heartbeat is an event the test reads, with its time
     ok = renew(self)
-    print("renewed" if ok else "lost", flush=True)
+    say(f"renewed {time.time()}" if ok else "lost")
     return ok
 lock.RunLock.renew = announced
 [spec] = expand(load_recipe(sys.argv[1]))
 held = lock.try_lock(sys.argv[2], spec)
-print("held" if held else "busy", flush=True)
+say("held" if held else "busy")
 threading.Event().wait()  # hold the lease until killed
 """
 
 
-def read_until(proc: subprocess.Popen, done, limit: int = 20) -> None:
-    """Read the owner's event lines until done() holds after one (at most `limit` lines)."""
-    for n, line in enumerate(proc.stdout, 1):
-        if done(line.strip()):
-            return
-        if n == limit:
-            pytest.fail(f"{limit} events of the owner and still not the awaited one (last: {line.strip()!r})")
-    pytest.fail("the owner process ended before the awaited event")
+def renewals(proc: subprocess.Popen, since: float, limit: int = 20):
+    """The owner's renewals done after `since` (a renewal event carries its time: lines waiting in
+    the pipe from before are skipped); fails after `limit` of them."""
+    for line in proc.stdout:
+        word, _, at = line.strip().partition(" ")
+        if word == "renewed" and float(at) >= since:
+            yield
+            limit -= 1
+            if not limit:
+                pytest.fail("the owner renewed its lease again and again, and the lease never came back")
+    pytest.fail("the owner process ended before renewing its lease")
 
 
 def test_the_heartbeat_renews_and_a_killed_owner_expires(make_recipe, tmp_path, monkeypatch):
@@ -96,17 +102,20 @@ def test_the_heartbeat_renews_and_a_killed_owner_expires(make_recipe, tmp_path, 
     length, taken over past it. Event-driven: the file's age is set, never waited for."""
     recipe = make_recipe({"widen": {"factors": [1], "methods": ["dense"]}})
     [spec] = expand(load_recipe(recipe))
-    lease_s = 1.0
+    lease_s = 4.0  # renewed every second; long enough that a busy machine never sees it lapse by itself
     env = {**os.environ, "WIDECLI_LEASE_SECONDS": str(lease_s)}
     owner = subprocess.Popen([sys.executable, "-c", HOLD, str(recipe), str(tmp_path)], env=env, cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
     path = lock.lock_path(tmp_path, spec)
     try:
-        read_until(owner, lambda line: line == "held")    # the owner holds the lease
+        assert "held" in [owner.stdout.readline().strip() for _ in range(2)]   # (a first renewal may come first)
         monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")
-        expired = time.time() - 2 * lease_s               # as if unrenewed for two lease lengths
+        backdated = time.time()
+        expired = backdated - 2 * lease_s                 # as if unrenewed for two lease lengths
         os.utime(path, (expired, expired))
-        read_until(owner, lambda line: line == "renewed" and path.stat().st_mtime > expired + lease_s)
+        for _ in renewals(owner, since=backdated):
+            if path.stat().st_mtime >= backdated:         # renewed by the owner after the backdating
+                break
         assert lock.lock_owner(tmp_path, spec)["pid"] == owner.pid
         assert lock.try_lock(tmp_path, spec) is None      # renewed: its owner trains
         owner.kill()
