@@ -7,10 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import settings
 
 # One thread: tiny models gain nothing from two, and spin-waiting threads cost up to 10x CPU when
 # subprocess tests (concurrent sweeps) share the two cores.
 torch.set_num_threads(1)
+
+# Hypothesis profiles (tests/properties), registered here because the profile given on the command
+# line is loaded before deeper conftests are read: `ci` (the default) keeps the property suites to
+# well under a minute on two cores; `pytest --hypothesis-profile=long tests/properties` runs 25x more
+# examples. Each suite takes its share of the profile's max_examples (settings.default), so both
+# profiles scale every suite. No deadline: timings on a shared machine vary.
+settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

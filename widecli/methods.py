@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from widecli.data.registry import describe
-from widecli.errors import BudgetError, WidecliError
+from widecli.errors import BudgetError, RecipeError, WidecliError
 from widecli.models import registry as models
 from widecli.models.init import initialize
 from widecli.models.layout import (
@@ -104,6 +104,8 @@ class Sparse(Method):
     def masked_counts(self, spec, shapes, base_shapes, budget):
         s = spec.sparsity
         masked = [n for n in shapes if s.scope == "all" or shapes[n] != base_shapes.get(n)]
+        if not masked:
+            return {}  # round(f x width) == width everywhere: nothing widened, the baseline itself
         fixed = sum(math.prod(shapes[n]) for n in shapes if n not in masked)
         keep = budget - fixed
         if keep <= 0:
@@ -126,7 +128,7 @@ class Sparse(Method):
                 continue
             mask = torch.stack([m[name] for m in per_seed]) if is_stacked(module) else per_seed[0][name]
             with torch.no_grad():
-                if spec.sparsity.init == "fan_in":
+                if spec.sparsity.init == "fan_in" and plan.counts[name]:  # (a layer may keep none)
                     # Official code: init std 1/sqrt(fan_in * connectivity), so the pre-activation
                     # variance does not shrink with sparsity (PAPER.md, "How the official code...").
                     module.weight.mul_(1.0 / math.sqrt(plan.counts[name] / math.prod(plan.shapes[name])))
@@ -185,7 +187,14 @@ def scaled(bound: dict[str, int], R: int) -> dict[str, int]:
     return {n: max(1, R * b // top) for n, b in bound.items()}
 
 
-METHODS: Registry[Method] = Registry("methods", "widen.methods")
+def _user_method(name: str, obj) -> Method:
+    if not isinstance(obj, Method):
+        raise RecipeError(f"widen.methods: {name!r} is a {type(obj).__name__}, not a method (an instance of "
+                          f"widecli.methods.Method)")
+    return obj
+
+
+METHODS: Registry[Method] = Registry("methods", "widen.methods", _user_method)
 METHODS.add("sparse", Sparse("sparse", "sparse wide", holds_budget=True, uses_sparsity=True))
 METHODS.add("dense", Method("dense", "dense wide"))
 METHODS.add("linear_bottleneck", Bottleneck("linear_bottleneck", "linear bottleneck", holds_budget=True,

@@ -12,12 +12,13 @@ An unknown name is a RecipeError naming the recipe key and what is allowed (open
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import re
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
-from widecli.errors import RecipeError
+from widecli.errors import RecipeError, WidecliError
 
 T = TypeVar("T")
 DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -79,6 +80,35 @@ class Registry(Generic[T]):
             except Exception as e:  # a broken plugin must not break every command
                 raise RecipeError(f"entry point {self.group}:{ep.name} ({ep.value}) cannot be loaded: "
                                   f"{type(e).__name__}: {e}") from None
+
+
+def user_function(key: str, kind: str, signature: str,
+                  returns: Callable[[Any], bool] = lambda result: True) -> Callable[[str, Any], Callable]:
+    """An `adapt` for the registries of plain functions (data set loaders, sparsity rules): what a
+    dotted path or an entry point names must be callable, and an exception it raises, or a result
+    `returns` refuses, is one RecipeError line naming it (`--debug` shows the traceback), as for
+    every other bad recipe value. `signature` says how widecli calls it and what it must return."""
+    def adapt(name: str, obj: Any) -> Callable:
+        if not callable(obj):
+            raise RecipeError(f"{key}: {name!r} is a {type(obj).__name__}, not a {kind}: widecli calls it as "
+                              f"{signature}")
+
+        @functools.wraps(obj)
+        def call(*args, **kwargs):
+            try:
+                result = obj(*args, **kwargs)
+            except (WidecliError, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise RecipeError(f"{key}: {kind} {name!r} failed: {type(e).__name__}: {first} (called as "
+                                  f"{signature}; --debug shows the traceback)") from e
+            if not returns(result):
+                raise RecipeError(f"{key}: {kind} {name!r} returned a {type(result).__name__}; widecli calls it "
+                                  f"as {signature}")
+            return result
+        return call
+    return adapt
 
 
 def import_dotted(path: str, key: str) -> Any:

@@ -7,14 +7,13 @@ library is one line naming the extra."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
-import struct
 import sys
 
 import pytest
 import yaml
 from typer.testing import CliRunner
+from wandb_logs import read_wandb
 
 from widecli.analysis import export as export_mod
 from widecli.analysis.export import export, load_metrics
@@ -148,62 +147,22 @@ def test_mlflow_cuts_long_param_values(results, tmp_path, monkeypatch):
     assert run.data.params["model.hidden"] == "x" * export_mod.PARAM_CHARS
 
 
-def wandb_records(path):
-    """The records of a W&B offline log: a 7-byte header, then LevelDB log blocks of 32 KiB whose
-    records are checksum(4) length(2) type(1) + payload (types 1 full, 2 first, 3 middle, 4 last)."""
-    raw, pos, block, part = path.read_bytes(), 7, 32768, b""
-    while pos + 7 <= len(raw):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        data, pos = raw[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 1:
-            yield data
-        elif kind in (2, 3):
-            part = (part if kind == 3 else b"") + data
-        elif kind == 4:
-            yield part + data
-
-
-def read_wandb(log) -> tuple[dict, dict, list[dict]]:
-    """(run record fields, config, history rows) of one offline .wandb log."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    def items(update):
-        return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}
-
-    run, config, history = {}, {}, []
-    for data in wandb_records(log):
-        record = pb.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            history.append(items(record.history.item))
-        elif kind == "run":
-            run = {"project": record.run.project, "name": record.run.display_name, "id": record.run.run_id}
-            config = items(record.run.config.update)
-    config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in config.items()}
-    return run, config, [h for h in history if "test_accuracy" in h]  # (W&B adds rows of its own)
-
-
 def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # a server that is never there
     runs = stored(results)
     export(results, "wandb", tmp_path)
     written = export(results, "wandb", tmp_path)  # again: replaces, does not add
     assert capfd.readouterr() == ("", "")
+    # W&B's service process writes the logs; its teardown returns once they are closed (a log read
+    # before it lacked its run record once, on a loaded machine).
+    wandb.teardown()
     folders = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert sorted(written) == folders and len(folders) == 3
     seen = set()
     for folder in folders:
         (log,) = folder.glob("*.wandb")
-        run, config, history = read_wandb(log)
+        run, config, history, summary = read_wandb(log)
         result, rows = runs[(run["project"], run["name"])]
         seen.add((run["project"], run["name"]))
         assert config["run_id"] == result["run_id"] and config["recipe"] == result["recipe"]
@@ -211,6 +170,13 @@ def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
         assert [h["_step"] for h in history] == [1, 2, 3]
         for name in ("test_accuracy", "train_loss", "seconds"):
             assert [h[name] for h in history] == pytest.approx(column(rows, name))
+        # The run summary (W&B's run table) holds exactly the final values of result.json: the
+        # clean-pass train accuracy, not the last epoch's running average.
+        final = result["final"]
+        assert {k for k in summary if not k.startswith("_")} == {
+            k for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for name in ("test_accuracy", "best_test_accuracy", "train_accuracy", "train_loss", "wall_time_s"):
+            assert summary[name] == pytest.approx(final[name]), name
     assert seen == set(runs)
 
 

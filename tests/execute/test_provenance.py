@@ -161,7 +161,7 @@ def test_wandb_export_sets_the_run_git_commit(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from tests.analysis.test_export import read_wandb, wandb_records
+    from wandb_logs import read_wandb, wandb_records
 
     folder, _ = _export_one(tmp_path, data_root, PROV, "wandb")
     (log,) = folder.glob("*.wandb")
@@ -171,7 +171,7 @@ def test_wandb_export_sets_the_run_git_commit(tmp_path, data_root, monkeypatch):
         record.ParseFromString(data)
         if record.WhichOneof("record_type") == "run":
             commits.append(record.run.git.commit)
-    _, config, _ = read_wandb(log)
+    _, config, _, _ = read_wandb(log)
     assert commits and set(commits) == {PROV["widecli"]["commit"]}, [
         pb.Record.FromString(d).WhichOneof("record_type") for d in wandb_records(log)]
     assert config["widecli.git.commit"] == PROV["widecli"]["commit"]

@@ -244,6 +244,62 @@ def test_sigint_removes_the_current_runs_partial_files_and_exits_130(reference, 
     assert not list((tmp_path / "tiny" / store_lock.LOCKS).glob("*.lock"))
 
 
+def read_each(proc: subprocess.Popen, needles: set[str]) -> list[str]:
+    """stdout lines until each needle has appeared in some line, in any order (events the program
+    prints); fails if the process ends first."""
+    seen, left = [], set(needles)
+    for line in proc.stdout:
+        seen.append(line.decode())
+        left = {n for n in left if n not in seen[-1]}
+        if not left:
+            return seen
+    pytest.fail(f"{sorted(left)} never printed: {''.join(seen)}{proc.stderr.read().decode()}")
+
+
+def test_sigterm_stops_every_worker_of_a_jobs_2_sweep_cleanly(data_root, tmp_path):
+    """SIGTERM (what SLURM and `kill` send) to a `--jobs 2` sweep while both workers train: the driver
+    stops its workers by SIGTERM, each unwinds its run (locks released, nothing but the resumable
+    checkpoint left) and exits before the driver does; a rerun resumes both runs from their
+    checkpoints without redoing the run that had finished."""
+    epochs = 100
+    path = write_recipe(tmp_path, data_root, seeds=[0],
+                        data={"dataset": "mnist1d", "root": str(data_root), "subset": 512},
+                        widen={"layers": "first", "factors": [1, 2, 4], "methods": ["sparse"],
+                               "per_factor": {"train.epochs": {1: 2, 2: epochs, 4: epochs}}},
+                        train={"epochs": epochs, "batch_size": 128, "lr": 0.05, "checkpoint_every": 1})
+    results = tmp_path / "results"
+    baseline, *wide = specs_of(path)   # factor 1 (2 epochs), then factors 2 and 4 (100 epochs)
+    proc = launch("sweep", path, "--jobs", "2", results=results)
+    # Events: the baseline stored by one worker, then both wide runs training, one per worker.
+    read_each(proc, {f"ok {baseline.run_id}", "f=2 sparse · epoch 1/", "f=4 sparse · epoch 1/"})
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr.decode()
+    assert "resume with: widecli sweep" in stderr.decode() and "Traceback" not in stderr.decode()
+    assert not list((results / "tiny" / store_lock.LOCKS).glob("*.lock"))   # every worker freed its locks
+    lines = (results / "tiny" / store_lock.LOCKS / "journal.log").read_text().splitlines()
+    workers = {int(line.split()[2]) for line in lines}
+    assert len(workers) == 2 and not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none outlived it
+    done = set(journal(results, "done"))
+    interrupted = [s for s in wide if s.run_id not in done]
+    assert interrupted and baseline.run_id in done
+    for s in interrupted:   # only a resumable checkpoint left, of an epoch reached
+        d = store.run_dir(results, s)
+        assert [p.name for p in d.iterdir()] == [store.CHECKPOINT]
+        assert torch.load(d / store.CHECKPOINT, weights_only=False)["epoch"] >= 1
+    summary = sweep.sweep(specs_of(path), results, device="cpu")
+    assert (summary.ok, summary.skipped) == (len(interrupted), 3 - len(interrupted))
+    starts = journal(results, "start")   # the finished run not redone; each interrupted one started again
+    assert {s.run_id: starts.count(s.run_id) for s in [baseline, *wide]} == {
+        s.run_id: 2 if s in interrupted else 1 for s in [baseline, *wide]}
+    resumed = [line.split()[4] for line in (results / "tiny" / store_lock.LOCKS / "journal.log").read_text()
+               .splitlines() if line.endswith("from-checkpoint")]
+    assert sorted(resumed) == sorted(s.run_id for s in interrupted)
+    for s in interrupted:
+        metrics = pd.read_csv(store.run_dir(results, s) / store.METRICS)
+        assert list(metrics.epoch) == list(range(1, epochs + 1))   # the epochs before the stop kept
+
+
 def test_sigkill_chaos_three_kills_loses_and_duplicates_nothing(data_root, tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -97,3 +99,24 @@ def test_only_widecli_linear_layers_become_csr(make_recipe):
     [out] = train([spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 1})})],
                   load_dataset(spec.data, CPU), CPU)
     assert out.final["backend"] == "dense"
+
+
+@pytest.mark.parametrize("backend, fused", [("dense", "auto"), ("dense", "off"), ("sparse", "auto"), ("sparse", "off")])
+@pytest.mark.parametrize("cause", ["overflow", "nan-input"])
+def test_a_nan_loss_is_divergence_on_either_backend(make_recipe, backend, fused, cause):
+    """Divergence is seen on the dense masked path and on the CSR path (fused step or autograd):
+    weights overflowing under a huge learning rate, or a training example of NaNs (reaching every
+    output that keeps a weight from it) make the loss non-finite and stop the run as `diverged`."""
+    lr = 1e8 if cause == "overflow" else 0.05
+    r = load_recipe(make_recipe({"data": {"subset": 384}, "model": {"hidden": [16]},
+                                 "train": {"epochs": 4, "backend": backend, "fused": fused, "lr": lr,
+                                           "schedule": "constant"}}))
+    spec = make_spec(r, 4, "sparse", 0)
+    ds = load_dataset(spec.data, CPU)
+    if cause == "nan-input":
+        ds.x_train[0] = float("nan")
+    [out] = train([spec], ds, CPU)
+    assert out.final["backend"] == backend and out.final["fused_step"] == (fused == "auto")
+    assert out.status == "diverged" and out.final["diverged_at_epoch"] == out.final["epochs_run"] < 4
+    last = out.metrics[-1]   # the epoch whose loss was not finite, and the last one trained
+    assert not (math.isfinite(last["train_loss"]) and math.isfinite(last["test_loss"]))

@@ -57,7 +57,27 @@ def test_sddmm_is_the_weight_gradient_at_the_kept_positions(alpha):
     torch.testing.assert_close(out, alpha * (grad.t() @ x)[keep], rtol=1e-5, atol=1e-5)
 
 
-def test_nan_and_inf_propagate_as_in_dense_math():
+def test_fastmath_never_assumes_values_finite():
+    """The compiled flags are the documented ones: no nnan/ninf (nor `fast`, which sets them)."""
+    assert kernels._FLAGS == {"reassoc", "contract", "nsz", "arcp"}
+    assert all(word in kernels.__doc__ for word in ("reassociation", "contraction", "`nsz`", "`arcp`"))
+
+
+def test_a_pruned_weight_is_absent_for_nan_and_inf_inputs():
+    """A NaN/inf input reaches only the outputs that keep a weight from it (the dense masked path
+    would make every output NaN: 0 x NaN); the documented difference, in both directions."""
+    crow = torch.tensor([0, 1, 2, 2], dtype=torch.int32)      # row 0 keeps input 1, row 1 input 2, row 2 none
+    col = torch.tensor([1, 2], dtype=torch.int32)
+    x_t = torch.tensor([[float("nan")] * 3, [2.0] * 3, [float("inf")] * 3])   # inputs 0 (pruned), 1, 2
+    out = torch.empty(3, 3)
+    kernels.spmm(crow, col, torch.tensor([0.5, 1.0]), x_t, out)
+    assert out[0].eq(1.0).all() and out[1].isinf().all() and out[2].eq(0.0).all()
+    dense = torch.zeros(3, 3)
+    dense[0, 1], dense[1, 2] = 0.5, 1.0
+    assert (dense @ x_t).isnan().all()                         # dense masked math: NaN everywhere
+
+
+def test_nan_and_inf_propagate_through_kept_weights():
     """NaN and inf propagate as in torch (relu(NaN) is NaN): a diverging run is still seen to diverge."""
     crow, col = torch.tensor([0, 1, 2], dtype=torch.int32), torch.tensor([0, 1], dtype=torch.int32)
     x_t = torch.tensor([[float("nan")] * 5, [1.0] * 5])

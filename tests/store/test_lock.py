@@ -62,42 +62,75 @@ def test_a_live_lease_on_this_host_is_respected(tmp_path, spec):
 
 
 HOLD = """
-import sys, time
+import sys, threading, time
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.store import lock
+renew, printing = lock.RunLock.renew, threading.Lock()  # (two threads print: one line at a time)
+def say(line):
+    with printing:
+        print(line, flush=True)
+def announced(self):  # each renewal of the heartbeat is an event the test reads, with its time
+    ok = renew(self)
+    say(f"renewed {time.time()}" if ok else "lost")
+    return ok
+lock.RunLock.renew = announced
 [spec] = expand(load_recipe(sys.argv[1]))
 held = lock.try_lock(sys.argv[2], spec)
-print("held" if held else "busy", flush=True)
-time.sleep(60)
+say("held" if held else "busy")
+threading.Event().wait()  # hold the lease until killed
 """
 
 
+def renewals(proc: subprocess.Popen, since: float, limit: int = 20):
+    """The owner's renewals done after `since` (a renewal event carries its time: lines waiting in
+    the pipe from before are skipped); fails after `limit` of them."""
+    for line in proc.stdout:
+        word, _, at = line.strip().partition(" ")
+        if word == "renewed" and float(at) >= since:
+            yield
+            limit -= 1
+            if not limit:
+                pytest.fail("the owner renewed its lease again and again, and the lease never came back")
+    pytest.fail("the owner process ended before renewing its lease")
+
+
 def test_the_heartbeat_renews_and_a_killed_owner_expires(make_recipe, tmp_path, monkeypatch):
-    """A real owner process renews its 0.6 s lease; seen from "another host" (a patched host name),
-    the lease holds while it renews and expires once the owner is killed."""
+    """A real owner process renews its lease; seen from "another host" (a patched host name), a
+    lease left unrenewed for longer than its length comes back to life at the owner's next renewal
+    (event: its "renewed" line), and once the owner is killed nothing renews it: respected within its
+    length, taken over past it. Event-driven: the file's age is set, never waited for."""
     recipe = make_recipe({"widen": {"factors": [1], "methods": ["dense"]}})
     [spec] = expand(load_recipe(recipe))
-    env = {**os.environ, "WIDECLI_LEASE_SECONDS": "0.6"}
+    lease_s = 4.0  # renewed every second; long enough that a busy machine never sees it lapse by itself
+    env = {**os.environ, "WIDECLI_LEASE_SECONDS": str(lease_s)}
     owner = subprocess.Popen([sys.executable, "-c", HOLD, str(recipe), str(tmp_path)], env=env, cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
+    path = lock.lock_path(tmp_path, spec)
     try:
-        assert owner.stdout.readline().strip() == "held"   # the event: the owner holds the lease
+        assert "held" in [owner.stdout.readline().strip() for _ in range(2)]   # (a first renewal may come first)
         monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")
-        deadline = time.monotonic() + 2.0                   # > 3 lease lengths: only renewals keep it
-        while time.monotonic() < deadline:
-            assert lock.try_lock(tmp_path, spec) is None
-            time.sleep(0.1)
+        backdated = time.time()
+        expired = backdated - 2 * lease_s                 # as if unrenewed for two lease lengths
+        os.utime(path, (expired, expired))
+        for _ in renewals(owner, since=backdated):
+            if path.stat().st_mtime >= backdated:         # renewed by the owner after the backdating
+                break
+        assert lock.lock_owner(tmp_path, spec)["pid"] == owner.pid
+        assert lock.try_lock(tmp_path, spec) is None      # renewed: its owner trains
         owner.kill()
         owner.wait()
-        start = time.monotonic()
-        while (taken := lock.try_lock(tmp_path, spec)) is None:
-            assert time.monotonic() - start < 10, "the dead owner's lease never expired"
-            time.sleep(0.05)
-        assert time.monotonic() - start >= 0.2  # it expired after the lease, not at once
+        within = time.time() - lease_s / 2               # last renewed half a lease ago: still respected
+        os.utime(path, (within, within))
+        assert lock.try_lock(tmp_path, spec) is None
+        past = time.time() - 1.5 * lease_s               # nothing renewed it past its length: expired
+        os.utime(path, (past, past))
+        taken = lock.try_lock(tmp_path, spec)
+        assert taken is not None and json.loads(path.read_text())["host"] == "another-machine"
         taken.release()
     finally:
         owner.kill()
+        owner.wait()
 
 
 def _race(args) -> bool:

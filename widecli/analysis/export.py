@@ -247,6 +247,11 @@ def _wandb(results, recipes, out: Path) -> list[Path]:
                          config={**_params(result), **git}, tags=[result["status"]], mode="offline",
                          settings=settings, reinit="create_new")
         try:
+            # The summary (W&B's run table) holds the run's final values from result.json; left to
+            # W&B it would take each metric's last epoch row (the running train averages of the last
+            # epoch, not the final clean pass), written after this update when the run finishes.
+            for m in metrics:
+                run.define_metric(m, summary="none")
             rows = epochs[metrics].astype(float).to_dict("records")
             for epoch, row in zip(epochs["epoch"].astype(int).tolist(), rows):
                 run.log(row, step=epoch)

@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 import typer.core
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from widecli import __version__
@@ -34,8 +35,8 @@ from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight, provenance
 from widecli.execute.plan import plan_runs, run_status
-from widecli.execute.run import run_group, run_group_when_free
 from widecli.execute import slurm as slurm_mod
+from widecli.execute.run import LOST_LEASE, run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
@@ -279,6 +280,9 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
                                      record_failures=False, provenance=provenance.collect(recipe))
     if report.written:
         render.run_summary(report.results[0], report.written[0])
+    elif report.trained and report.trained[0][1] == LOST_LEASE:
+        out.print(f"[yellow]{LOST_LEASE}[/] {r.name} run {spec.run_id}: {escape(report.trained[0][2] or '')}")
+        raise typer.Exit(1)
     else:
         out.print(f"{r.name} run {spec.run_id} was trained by another process")
         render.run_summary(read_result(run_dir(results, spec)), run_dir(results, spec))

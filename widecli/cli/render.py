@@ -314,7 +314,7 @@ class RunProgress:
     def _done(self, e: Event, now: float) -> None:
         p = self.progress
         run_id, f, m, s = e.runs[0]
-        colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(e.status, "dim")
+        colour = {"ok": "green", "diverged": "yellow", "failed": "red", "lost-lease": "yellow"}.get(e.status, "dim")
         why = f": {e.error}" if e.error else (" (finished by another sweep)" if e.status == "elsewhere" else "")
         p.console.print(f"[{colour}]{e.status}[/] {run_id} f={f:g} {m} seed {s}{escape(why)}")
         rest = self._credit(run_id, float("inf"))  # the rest of its work (stopped early, or trained elsewhere)
@@ -452,8 +452,9 @@ def plan_table(name: str, planned, connectivity: dict[str, float]) -> None:
 
 
 def sweep_summary(summary: SweepSummary) -> None:
+    lost = f", [yellow]{summary.lost_lease} lost lease[/] (taken over by another host)" if summary.lost_lease else ""
     out.print(f"trained {summary.trained}: [green]{summary.ok} ok[/], [yellow]{summary.diverged} diverged[/], "
-              f"[red]{summary.failed} failed[/]; {summary.skipped} skipped (already finished)")
+              f"[red]{summary.failed} failed[/]{lost}; {summary.skipped} skipped (already finished)")
     df = best_table(summary.rows)
     if not df.empty:
         t = Table(title="test accuracy (%) by method and factor")

@@ -20,7 +20,7 @@ import numpy as np
 from widecli.data import normalize, splits, stream
 from widecli.data.splits import Splits
 from widecli.errors import DataError
-from widecli.registry import Registry
+from widecli.registry import Registry, user_function
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -311,7 +311,9 @@ _BUILTIN: dict[str, Callable[..., Arrays]] = {
 }
 
 
-DATASETS: Registry[Callable[..., Arrays]] = Registry("datasets", "data.dataset")
+DATASETS: Registry[Callable[..., Arrays]] = Registry("datasets", "data.dataset", user_function(
+    "data.dataset", "data set loader", "loader(data config) -> (x_train, y_train, x_test, y_test) arrays",
+    returns=lambda r: isinstance(r, (tuple, list)) and len(r) == 4 and all(hasattr(a, "shape") for a in r)))
 for _name, _loader in _BUILTIN.items():
     DATASETS.add(_name, _loader)
 

@@ -46,6 +46,7 @@ def _init_worker(threads: int | None, jobs: int, devices, events, parent: int) -
 
 def _worker_sigterm(signum, frame) -> None:
     if _worker.get("busy"):
+        _worker["stopping"] = True
         raise KeyboardInterrupt  # unwinds the run: its partial files are removed, its locks freed
     os._exit(0)
 
@@ -65,6 +66,10 @@ def _worker_task(group: list, results: str, force: bool, retry_failed: bool,
                          emit=_worker["events"].put, provenance=provenance)
     finally:
         _worker["busy"] = False
+        if _worker.get("stopping"):
+            # Stopped by the driver, the run unwound: exit now. Returning would leave the worker
+            # waiting for tasks, and the driver's join waiting for it (30 s per worker).
+            os._exit(0)
 
 
 def worker_devices(device: torch.device, requested: str, jobs: int, per_run: int = 1) -> list[str]:

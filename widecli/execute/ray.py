@@ -29,12 +29,15 @@ from widecli.engine.device import resolve_device
 from widecli.errors import SweepError, WidecliError
 from widecli.execute import preflight, provenance
 from widecli.execute.run import (
+    LOST_LEASE,
     Context,
     Event,
     GroupReport,
     claim,
     dataset,
     label,
+    lost_lease_error,
+    publish,
     state_of,
     train_group,
 )
@@ -154,12 +157,13 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
             try:
                 payload = _get(ray, ready[0])
                 if payload is not None:
-                    _write_returned(payload, ctx, report)
+                    _write_returned(payload, ctx, report, dict(zip([s.run_id for s in mine], locks)))
                 else:
                     report.trained += [(s.run_id, "failed", _worker_error(ray, ready[0])) for s in mine]
             except BaseException:
-                for s in mine:
-                    store.remove_partial(ctx.results, s)
+                for s, h in zip(mine, locks):
+                    if h.held():  # never the files of a process that took the run over
+                        store.remove_partial(ctx.results, s)
                 raise
             finally:
                 for h in locks:
@@ -201,7 +205,7 @@ def _worker_error(ray, ref) -> str:
     return "ray worker failed"
 
 
-def _write_returned(payload: dict, ctx: Context, report: GroupReport) -> None:
+def _write_returned(payload: dict, ctx: Context, report: GroupReport, locks: dict) -> None:
     if not payload["checkpoints"]:
         ctx.emit(Event("note", error="the Ray workers cannot write the results directory (no shared file "
                                      "system): a retried task restarts its runs from epoch 0"))
@@ -209,7 +213,11 @@ def _write_returned(payload: dict, ctx: Context, report: GroupReport) -> None:
         spec = RunSpec.model_validate(p["spec"])
         state = None if p["state"] is None else torch.load(io.BytesIO(p["state"]), weights_only=True)
         lock.journal(ctx.results, spec.recipe, "start", spec.run_id, "ray")
-        store.write_run(ctx.results, spec, p["metrics"], {**p["result"], "provenance": ctx.provenance or
-                                                          provenance.collect(None)}, state)
+        held = locks[spec.run_id]
+        result = {**p["result"], "provenance": ctx.provenance or provenance.collect(None)}
+        if publish(ctx.results, spec, p["metrics"], result, state, held) is None:
+            lock.journal(ctx.results, spec.recipe, LOST_LEASE, spec.run_id)
+            report.trained.append((spec.run_id, LOST_LEASE, lost_lease_error(held)))
+            continue
         lock.journal(ctx.results, spec.recipe, "done", spec.run_id, p["status"])
         report.trained.append((spec.run_id, p["status"], p["error"]))

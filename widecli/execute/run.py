@@ -41,7 +41,7 @@ class Event:
     epoch: int = 0
     epochs: int = 0
     rows: list[dict] = field(default_factory=list)    # epoch: last metrics row of each run
-    status: str | None = None   # done: ok | diverged | failed | elsewhere
+    status: str | None = None   # done: ok | diverged | failed | lost-lease | elsewhere
     error: str | None = None
     holders: list[dict] = field(default_factory=list)  # wait: the leases (host, pid, renewed) waited for
     work: dict = field(default_factory=dict)  # plan: run_id -> training work (execute.plan.work) of runs to train
@@ -76,7 +76,8 @@ def label(s: RunSpec) -> tuple:
 
 @dataclass
 class GroupReport:
-    """What one group did: runs trained (run_id, status, error), busy elsewhere, done elsewhere."""
+    """What one group did: runs trained (run_id, status, error; status lost-lease: trained here but
+    taken over meanwhile, not written), busy elsewhere, done elsewhere."""
 
     trained: list[tuple[str, str, str | None]] = field(default_factory=list)
     busy: list[RunSpec] = field(default_factory=list)
@@ -199,7 +200,7 @@ def run_group(group: list[RunSpec], results: str | Path, device: torch.device, *
     report = GroupReport(busy=busy, elsewhere=elsewhere)
     try:
         if mine:
-            _train_and_write(mine, results, device, emit, record_failures, report, stop,
+            _train_and_write(mine, results, device, emit, record_failures, report, locks, stop,
                              provenance if provenance is not None else _provenance())
     finally:
         for held in locks:
@@ -230,7 +231,8 @@ def _provenance() -> dict:
 
 
 def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures, report: GroupReport,
-                     stop: StopHook | None = None, origin: dict | None = None) -> None:
+                     locks: list[lock.RunLock], stop: StopHook | None = None, origin: dict | None = None) -> None:
+    held = {s.run_id: h for s, h in zip(mine, locks)}
     resumable = (store.run_dir(results, mine[0]) / store.CHECKPOINT).is_file()
     for s in mine:
         store.remove_partial(results, s)  # files of a run that died half-written (a checkpoint stays)
@@ -248,13 +250,17 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
     try:
         for o, result in train_group(mine, device, dataset(mine[0], device), on_epoch, record_failures, ckpt):
             result["provenance"] = origin
-            path = _write(results, o, result, record_failures)
-            lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
+            path = _write(results, o, result, record_failures, held[o.spec.run_id])
+            if o.status == LOST_LEASE:
+                lock.journal(results, o.spec.recipe, LOST_LEASE, o.spec.run_id)
+            else:
+                lock.journal(results, o.spec.recipe, "done", o.spec.run_id, o.status)
             report.trained.append((o.spec.run_id, o.status, o.error))
             if path is not None:
                 report.written.append(path)
                 report.results.append(store.read_result(path, verify_files=False))
-        if all(status != "failed" for _, status, _ in report.trained):  # a failed run retries from it
+        # A failed run retries from the checkpoint; a run taken over leaves it to its new owner.
+        if all(status != "failed" for _, status, _ in report.trained) and held[mine[0].run_id].held():
             checkpoint.remove(ckpt)
     except StopGroup:
         checkpoint.remove(ckpt)  # stopped on purpose: nothing to resume
@@ -264,26 +270,60 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
         report.stopped += mine
     except BaseException:
         for s in mine:
-            store.remove_partial(results, s)
+            if held[s.run_id].held():  # never the files of a process that took the run over
+                store.remove_partial(results, s)
         raise
 
 
-def _write(results, o: Outcome, result: dict, record_failures: bool) -> Path | None:
-    """Store a trained run. A write that fails (disk full, permissions) makes the run `failed` with
-    the error line, stored without its metrics and weights if that much can be written, else left
-    unstored (its partial files removed, so nothing half-written reads as finished); None then."""
+LOST_LEASE = "lost-lease"  # a run status in reports and the journal, never stored: another process owns the run
+
+
+def publish(results, spec: RunSpec, metrics: list[dict], result: dict, state: dict | None,
+            held: lock.RunLock) -> Path | None:
+    """Store a trained run if its lease is still ours: its files are staged outside the run directory,
+    then renamed into it under the lease (RunLock.commit); None, with nothing written into the run
+    directory, if another process has taken the run over (its lease expired)."""
+    staged = store.stage_run(results, spec, metrics, result, state)
     try:
-        return store.write_run(results, o.spec, o.metrics, result, state_of(o))
+        if held.commit(staged.commit):
+            return store.run_dir(results, spec)
+    finally:
+        staged.discard()
+    return None
+
+
+def lost_lease_error(held: lock.RunLock) -> str:
+    owner = held.holder() or {}
+    by = f"{owner.get('host', '?')} pid {owner.get('pid', '?')}" if owner else "no one (it was removed)"
+    return (f"another process took this run over while it trained here (its lease is now held by {by}); "
+            f"nothing was written, the run directory is the new owner's")
+
+
+def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.RunLock) -> Path | None:
+    """Store a trained run, or nothing if its lease was taken over (status lost-lease). A write
+    that fails (disk full, permissions) makes the run `failed` with the error line, stored without
+    its metrics and weights if that much can be written, else left unstored (its partial files
+    removed, so nothing half-written reads as finished); None then."""
+    try:
+        path = publish(results, o.spec, o.metrics, result, state_of(o), held)
+        if path is None:
+            o.status, o.error = LOST_LEASE, lost_lease_error(held)
+        return path
     except StoreError as e:
         if not record_failures:
             raise
         o.status, o.error = "failed", str(e)
-    store.remove_partial(results, o.spec)
-    try:
-        return store.write_run(results, o.spec, [], {**result, "status": "failed", "error": o.error,
-                                                     "final": {}}, None)
-    except StoreError:
+    if held.held():
         store.remove_partial(results, o.spec)
+    try:
+        path = publish(results, o.spec, [], {**result, "status": "failed", "error": o.error, "final": {}},
+                       None, held)
+        if path is None:
+            o.status, o.error = LOST_LEASE, lost_lease_error(held)
+        return path
+    except StoreError:
+        if held.held():
+            store.remove_partial(results, o.spec)
         return None
 
 

@@ -42,6 +42,7 @@ class SweepSummary:
     ok: int = 0
     diverged: int = 0
     failed: int = 0
+    lost_lease: int = 0         # trained here, but another host took its lease over: not written here
     skipped: int = 0            # finished before this sweep, or by another sweep meanwhile
     runs_csv: Path | None = None
     index_paths: list[Path] = field(default_factory=list)
@@ -50,7 +51,7 @@ class SweepSummary:
 
     @property
     def trained(self) -> int:
-        return self.ok + self.diverged + self.failed
+        return self.ok + self.diverged + self.failed + self.lost_lease
 
 
 def best_table(rows: list[dict]) -> pd.DataFrame:
@@ -111,7 +112,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
             if fail_fast and summary.failures:
                 groups.close()  # the executor stops its workers
                 run_id, error = summary.failures[0]
-                done = summary.ok + summary.diverged + summary.failed
+                done = summary.trained
                 raise SweepError(f"--fail-fast: run {run_id} failed ({error}); stopped with {len(todo) - done} "
                                  f"of {len(todo)} runs not trained; fix the cause and run the same command "
                                  f"again (finished runs are kept; --retry-failed retrains the failed one)")
@@ -132,7 +133,8 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
 def _tally(summary: SweepSummary, report: GroupReport, group: list[RunSpec], emit) -> None:
     labels = {s.run_id: label(s) for s in group}
     for run_id, status, error in report.trained:
-        setattr(summary, status, getattr(summary, status) + 1)
+        field_ = status.replace("-", "_")  # lost-lease -> lost_lease
+        setattr(summary, field_, getattr(summary, field_) + 1)
         if status == "failed":
             summary.failures.append((run_id, error or ""))
         emit(Event("done", [labels[run_id]], status=status, error=error))

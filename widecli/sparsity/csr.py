@@ -11,6 +11,14 @@ turned back into the dense [1, out, in] layout that `store.load_model` reads.
 On CPU the kernels are widecli's own (`sparsity.kernels`, numba) and one run's whole step is fused
 (`engine.steps.SparseFusedStep`); on GPUs PyTorch's CSR kernels (cuSPARSE) under autograd.
 Measured on CPU (benchmarks/sparse.py): it pays only at low connectivity, so `auto` picks it there.
+
+NaN and inf: a pruned connection is absent. Through kept weights NaN and inf propagate exactly as in
+dense math, so a run whose weights or activations overflow has a non-finite loss and stops as
+`diverged` on either backend. They differ only where a non-finite value meets a pruned weight: the
+dense masked path computes 0 x NaN = NaN (and 0 x inf = NaN) there, so a NaN anywhere in an input
+example makes all of that layer's outputs NaN; here it reaches only the outputs that keep a weight
+from that input, and the others stay finite (tests/sparsity/test_kernels.py,
+tests/properties/test_csr_props.py).
 """
 
 from __future__ import annotations
@@ -90,7 +98,9 @@ class _CSRMatmul(torch.autograd.Function):
 
 
 class SparseLinear(nn.Module):
-    """A masked StackedLinear (stack 1) whose kept weights are a CSR values vector."""
+    """A masked StackedLinear (stack 1) whose kept weights are a CSR values vector. Pruned weights
+    are absent, not zeros: a NaN/inf input reaches only outputs that keep a weight from it (the
+    module docstring)."""
 
     def __init__(self, dense: StackedLinear, mask: torch.Tensor):
         super().__init__()

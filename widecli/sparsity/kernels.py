@@ -8,8 +8,13 @@ the gradient row) is read once per four input rows. Measured against PyTorch's C
 (MKL SpMM, `sampled_addmm`) at 784 x 640, connectivity 0.1, batch 128, one thread:
 benchmarks/sparse_kernels.py.
 
-`fastmath` is limited to reassociation and contraction: NaN and inf propagate as in dense math,
-so a diverging run is still seen to diverge.
+`fastmath` is `_FLAGS`: reassociation (sums in any order), contraction (fused multiply-add), no
+signed zeros (`nsz`: a zero's sign may differ) and reciprocal approximation (`arcp`: no division
+here). Not `nnan` or `ninf`: NaN and inf are computed, never assumed away, and propagate through
+every kept weight as in dense math (relu(NaN) is NaN; the gate passes a NaN, as torch's
+threshold_backward). A pruned weight is absent, not a stored zero: a NaN or inf input reaches only
+the outputs that keep a weight from it, where the dense masked path multiplies it by the masked 0
+(0 x NaN and 0 x inf are NaN) and every output of that example is NaN (sparsity.csr).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ registry (entry point group `widecli.rules`, or `sparsity.rule: module:function`
 from __future__ import annotations
 
 import math
+import numbers
 
 from widecli.errors import BudgetError
-from widecli.registry import Registry
+from widecli.registry import Registry, user_function
 
 # --------------------------------------------------------------------------- allocation
 
@@ -100,7 +101,9 @@ def _custom(sizes, keep, connectivity, **_) -> dict[str, int]:
     return {**fixed, **_proportional(rest, left)}
 
 
-RULES: Registry = Registry("rules", "sparsity.rule")
+RULES: Registry = Registry("rules", "sparsity.rule", user_function(
+    "sparsity.rule", "rule", "rule(sizes, keep, shapes=..., connectivity=...) -> {layer: weights kept}",
+    returns=lambda r: isinstance(r, dict) and all(isinstance(v, numbers.Integral) for v in r.values())))
 for _name, _rule in {"proportional": _proportional, "leveling": _leveling, "erk": _erk,
                      "uniform": _uniform, "custom": _custom}.items():
     RULES.add(_name, _rule)

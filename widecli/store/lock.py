@@ -7,7 +7,9 @@ trains, a heartbeat thread renews it (touches the file's mtime) every quarter of
 process may take a run over when its owner is gone: on the same host, when the pid is dead (or
 reused); on another host - whose processes we cannot see - when the lease has not been renewed for
 its length (`WIDECLI_LEASE_SECONDS`, default 300; hosts' clocks are assumed synchronized, as NTP
-does on clusters). Takeovers and renewals are serialised by an flock on a guard file.
+does on clusters). Takeovers and renewals are serialised by an flock on a guard file. A run is
+published only while its lease is still its own (`RunLock.commit`): an owner whose lease was taken
+over writes nothing into the run directory.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from widecli.errors import StoreError
 
@@ -113,6 +115,23 @@ class RunLock:
             os.utime(self.path)
             return True
 
+    def commit(self, publish: Callable[[], Any]) -> bool:
+        """Call `publish` (the renames that put a finished run in place) only if this lease is still
+        ours; False, without calling it, if another process has taken the run over.
+
+        Under the guard that serialises takeovers, and renewed first: no takeover can come between
+        the check and the renames (a takeover needs the guard, then a lease unrenewed for its length)."""
+        with _guard(self.path.parent):
+            if not self.held():
+                return False
+            os.utime(self.path)
+            publish()
+            return True
+
+    def holder(self) -> dict | None:
+        """Who holds this run's lock file now (host, pid, ...): us, a process that took it over, or None."""
+        return _read_lock(self.path)
+
     def release(self) -> None:
         _HEARTBEAT.discard(self)
         # Only remove our own lock: a stale-lock takeover may have replaced it.
@@ -152,7 +171,9 @@ class _Heartbeat:
             for h in held:
                 try:
                     if not h.renew():
-                        self.discard(h)  # taken over: the owner will find out when it writes
+                        # Taken over: the run trains on, but its write finds the lease gone
+                        # (RunLock.commit) and leaves the run directory to the new owner.
+                        self.discard(h)
                 except OSError:
                     pass  # a file system hiccup: the next beat tries again
 

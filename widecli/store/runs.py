@@ -3,9 +3,10 @@
 The store reads and writes files; it knows run specs only as pydantic models with `recipe` and
 `run_id`, and nothing of models or training.
 
-Every file is written to a temporary name and renamed into place. `result.json` is written last
-and carries checksums of itself and of the other files: its valid presence means the run is
-finished; anything less is a partial run that is redone. `runs.csv` is an index rebuilt from the
+Every file is written to a temporary name and renamed into place; a run's files are first staged
+in results/<recipe>/.staging/ and then renamed into its directory, `result.json` last. It carries
+checksums of itself and of the other files: its valid presence means the run is finished; anything
+less is a partial run that is redone. `runs.csv` is an index rebuilt from the
 result files, never the only copy of anything.
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from widecli.errors import StoreError
 
 RESULT, SPEC, METRICS, MODEL, INDEX = "result.json", "spec.yaml", "metrics.csv", "model.pt", "runs.csv"
 CHECKPOINT = "checkpoint.pt"  # a resumable in-run checkpoint (engine.checkpoint writes it)
+STAGING = ".staging"          # results/<recipe>/.staging/: finished runs' files before they are published
 FORMAT = 1
 
 
@@ -64,29 +67,82 @@ def _content_checksum(result: dict) -> str:
 def write_run(results: str | Path, spec, metrics: list[dict], result: dict,
               state: dict | None = None) -> Path:
     """Write a finished run; result.json goes last."""
-    d = run_dir(results, spec)
-    target = d
+    return stage_run(results, spec, metrics, result, state).commit()
+
+
+class StagedRun:
+    """A run's files written and fsynced outside its run directory (results/<recipe>/.staging/),
+    ready to be renamed into it: the run directory is touched only by `commit`, a few renames,
+    so whoever publishes a run can check its lease just before (execute.run, RunLock.commit)."""
+
+    def __init__(self, results: str | Path, spec, names: list[str]):
+        self.run_dir, self.names = run_dir(results, spec), names
+        self.folder = staging_dir(results, spec) / f"{spec.run_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+    def commit(self) -> Path:
+        """Rename the staged files into the run directory, result.json last; the run directory."""
+        d, target = self.run_dir, self.run_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / RESULT).unlink(missing_ok=True)  # a re-run is unfinished until its new result lands
+            for name in self.names:               # RESULT is the last name
+                target = d / name
+                os.replace(self.folder / name, target)
+        except OSError as e:
+            raise StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is "
+                             f"writable and has space") from None
+        self.discard()
+        return d
+
+    def discard(self) -> None:
+        """Remove the staged files (after a commit: the empty staging folder), and .staging/ once
+        empty, so that a results folder shows it only while a run is being published."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_if_empty(self.folder.parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        (d / RESULT).unlink(missing_ok=True)  # a re-run is unfinished until its new result lands
-        files = {SPEC: yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
-                 METRICS: _csv_bytes(metrics)}
-        if state is not None:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            files[MODEL] = buf.getvalue()
+        folder.rmdir()
+    except OSError:
+        pass  # another run is staging there (or already removed)
+
+
+def staging_dir(results: str | Path, spec) -> Path:
+    return Path(results) / spec.recipe / STAGING
+
+
+def stage_run(results: str | Path, spec, metrics: list[dict], result: dict,
+              state: dict | None = None) -> StagedRun:
+    """Write a finished run's files to a staging folder (nothing in its run directory yet)."""
+    files = {SPEC: yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
+             METRICS: _csv_bytes(metrics)}
+    if state is not None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files[MODEL] = buf.getvalue()
+    result = {"format": FORMAT, "run_id": spec.run_id, "recipe": spec.recipe, **result,
+              "spec": spec.model_dump(mode="json")}
+    result["checksums"] = {**{n: _sha(b) for n, b in files.items()}, "content": _content_checksum(result)}
+    files[RESULT] = json.dumps(result, indent=1, default=str).encode()
+    staged = StagedRun(results, spec, list(files))
+    target = staged.folder
+    try:
+        for attempt in range(3):
+            try:
+                staged.folder.mkdir(parents=True)
+                break
+            except FileNotFoundError:  # another process removed .staging/, empty, just then
+                if attempt == 2:
+                    raise
         for name, data in files.items():
-            target = d / name
+            target = staged.folder / name
             atomic_write(target, data)
-        result = {"format": FORMAT, "run_id": spec.run_id, "recipe": spec.recipe, **result,
-                  "spec": spec.model_dump(mode="json")}
-        result["checksums"] = {**{n: _sha(b) for n, b in files.items()}, "content": _content_checksum(result)}
-        target = d / RESULT
-        atomic_write(target, json.dumps(result, indent=1, default=str).encode())
     except OSError as e:
+        staged.discard()
         raise StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is "
                          f"writable and has space") from None
-    return d
+    return staged
 
 
 def _csv_bytes(rows: list[dict]) -> bytes:
@@ -212,7 +268,13 @@ def write_index(results: str | Path, recipe: str, runs: dict[str, dict]) -> Path
 
 
 def remove_partial(results: str | Path, spec) -> bool:
-    """Delete a run directory that is not a finished run (after an interrupt); True if removed."""
+    """Delete a run directory that is not a finished run (after an interrupt), and the run's staged
+    files (of a process that died before publishing them); True if a run directory was removed."""
+    staging = staging_dir(results, spec)
+    if staging.is_dir():
+        for stale in staging.glob(f"{spec.run_id}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        _remove_if_empty(staging)
     d = run_dir(results, spec)
     if not d.is_dir() or is_finished(d):
         return False
