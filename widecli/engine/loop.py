@@ -227,7 +227,7 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     # Train metrics above are running averages over the epoch; the final ones are a clean pass.
     train_loss, train_acc = evaluate(model, source, "train", stack, amp, dist)
     csr.densify(model)  # the stored state keeps the dense [K, out, in] layout
-    kept = masking.records(model, built.masks, built.plan, dynamic, k)
+    kept = masking.records(model, built.masks, built.plan, dynamic, k, state.alive)
     wall, env = time.perf_counter() - start, environment(device, precision)
     outcomes = []
     for j, s in enumerate(specs):

@@ -39,11 +39,13 @@ def updater(specs: list, built, model: nn.Module, opt: torch.optim.Optimizer, en
 
 @torch.no_grad()
 def records(model: nn.Module, masks: dict[str, torch.Tensor], plan, dynamic: MaskUpdater | None,
-            k: int) -> list[dict[str, dict]]:
+            k: int, alive: torch.Tensor | None = None) -> list[dict[str, dict]]:
     """Per run: {layer: {"kept": mask entries, "moved": fraction (dynamic masks only)}}.
 
     Raises RuntimeError (the run is then `failed`) where a layer's kept count is not the plan's or a
-    weight outside the mask is nonzero: the budget is counted at the end of every run, not assumed."""
+    weight outside the mask is nonzero: the budget is counted at the end of every run, not assumed.
+    A diverged run (`alive` False) is exempt from the second check: masks are enforced by multiplying
+    with 0/1, and 0 x NaN is NaN, so its non-finite weights may sit outside the mask."""
     moved = dynamic.moved() if dynamic else {}
     out: list[dict[str, dict]] = [{} for _ in range(k)]
     for name, module in weight_modules(model):
@@ -53,7 +55,8 @@ def records(model: nn.Module, masks: dict[str, torch.Tensor], plan, dynamic: Mas
         for j in range(k):
             m = masks[name][j] if stacked else masks[name]
             w = module.weight[j] if stacked else module.weight
-            kept, outside = int(m.sum()), int(((w != 0) & ~m.bool()).sum())
+            kept = int(m.sum())
+            outside = int(((w != 0) & ~m.bool()).sum()) if alive is None or alive[j] else 0
             if kept != plan.counts[name] or outside:
                 raise RuntimeError(f"{name}: the mask keeps {kept:,} weights (planned {plan.counts[name]:,}) and "
                                    f"{outside:,} weights outside it are nonzero: the budget is broken")
