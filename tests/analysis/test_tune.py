@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.analysis import tune
-from widecli.analysis import tune_report
-from widecli.cli.app import app
+from widecli.analysis import tune, tune_report
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.execute.plan import run_status
@@ -28,10 +26,6 @@ pytest.importorskip("optuna")
 ROOT = Path(__file__).resolve().parents[2]
 TUNED = {"data": {"validation": 400}, "widen": {"factors": [1, 2], "methods": ["sparse"]},
          "train": {"epochs": 4}, "seeds": [0, 1]}
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def starts(results: Path, recipe: str) -> list[str]:

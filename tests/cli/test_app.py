@@ -4,15 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
-
-from widecli.cli.app import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from helpers import invoke
 
 
 def test_check_prints_every_run_at_the_budget(make_recipe):

@@ -16,13 +16,12 @@ import scipy.io
 import torch
 import yaml
 from disk_formats import write_idx
-from typer.testing import CliRunner
+from helpers import invoke
 
 from widecli.analysis.frame import load_frame
 from widecli.cli.app import app
 from widecli.execute import preflight
 
-runner = CliRunner()
 GPU = torch.cuda.is_available()
 
 
@@ -72,12 +71,6 @@ class Ctx:
 
     def train(self, recipe: str, *extra) -> list:
         return ["train", recipe, "--results", self.results, "--device", "cpu", *extra]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 
 
 def truncated_mnist(t: Ctx) -> list:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.cli.app import app
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.execute.preflight import mask_diagnostics
@@ -20,13 +19,6 @@ from widecli.sparsity.masks import fan_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "recipes" / "paper" / "mlp_mnist.yaml"
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 def test_the_paper_recipe_warns_about_width_635():
     result = invoke("check", PAPER)
     assert result.exit_code == 0, result.output

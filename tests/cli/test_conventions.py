@@ -7,14 +7,9 @@ import json
 import subprocess
 import sys
 
-from typer.testing import CliRunner
+from helpers import invoke
 
 from widecli import __version__
-from widecli.cli.app import app
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
 def test_version():

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -23,10 +24,6 @@ from widecli.execute.run import Event
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "results" / "studies"
 runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from disk_formats import write_idx
+from helpers import CPU
 from PIL import Image
 from torchvision import transforms
-
-from disk_formats import write_idx
 
 from widecli.config.expand import expand
 from widecli.config.schema import DataConfig, Recipe
@@ -22,8 +22,6 @@ from widecli.data.registry import describe, load_arrays
 from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.engine.loop import fit
 from widecli.rng import generator
-
-CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from widecli.data.resident import augment, load_dataset
 from widecli.errors import DataError
 
 
-
 def fake_mnist(root, folder="MNIST", n_train=64, n_test=32, seed=0):
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import CPU
 
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
@@ -14,8 +14,6 @@ from widecli.data.registry import load_arrays
 from widecli.data.splits import split
 from widecli.errors import DataError, RecipeError
 from widecli.execute.plan import stack_groups
-
-CPU = torch.device("cpu")
 
 
 def arrays(n_train=100, n_test=30):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import CPU
 
 from widecli.config.expand import make_spec
 from widecli.config.load import load_recipe
@@ -16,8 +17,6 @@ from widecli.engine.evaluate import evaluate
 from widecli.engine.loop import fit as train
 from widecli.engine.steps import Stack, lr_at, make_optimizer
 from widecli.errors import DeviceError
-
-CPU = torch.device("cpu")
 
 
 def tiny(make_recipe, factor=2, method="sparse", seed=0, **train_cfg):

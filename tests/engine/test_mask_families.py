@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CPU
 
 from widecli.config.expand import make_spec
 from widecli.config.load import load_recipe
@@ -23,7 +24,6 @@ from widecli.sparsity.rules import allocate
 from widecli.store import runs as store
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
-CPU = torch.device("cpu")
 FAMILIES = ["random", "snip", "synflow", "set", "rigl", '"2:4"']
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import CPU
 
 from widecli.config.expand import make_spec
 from widecli.config.load import load_recipe
@@ -14,8 +15,6 @@ from widecli.execute.plan import should_stack
 from widecli.methods import build, plan_weights
 from widecli.models.layout import layer_shapes
 from widecli.models.stacked_conv import stack_convnet
-
-CPU = torch.device("cpu")
 
 
 def conv_specs(make_recipe, arch, seeds, factor=2, method="sparse", **train_cfg):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import CPU
 
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.engine import threads
 from widecli.errors import RecipeError
-
-CPU = torch.device("cpu")
 
 
 @pytest.fixture(autouse=True)

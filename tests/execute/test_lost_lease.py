@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import CPU
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
@@ -23,7 +23,6 @@ from widecli.execute.sweep import sweep
 from widecli.store import lock
 from widecli.store import runs as store
 
-CPU = torch.device("cpu")
 OTHER = "node-17"
 
 

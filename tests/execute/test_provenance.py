@@ -160,7 +160,6 @@ def test_wandb_export_sets_the_run_git_commit(tmp_path, data_root, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     from wandb.proto import wandb_internal_pb2 as pb
-
     from wandb_logs import read_wandb, wandb_records
 
     folder, _ = _export_one(tmp_path, data_root, PROV, "wandb")

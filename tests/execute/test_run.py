@@ -6,14 +6,13 @@ from types import SimpleNamespace
 
 import pandas as pd
 import torch
+from helpers import CPU
 
 from widecli.config.expand import make_spec
 from widecli.config.load import load_recipe
 from widecli.execute import run as execute_run
 from widecli.execute.run import load_model, run_group
 from widecli.store import runs as store
-
-CPU = torch.device("cpu")
 
 
 def stored_outcome(path, status, error):

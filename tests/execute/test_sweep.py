@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import CPU
 from typer.testing import CliRunner
 
 from widecli.cli import app as cli
@@ -28,7 +29,6 @@ from widecli.execute.run import load_model
 from widecli.store import lock as store_lock
 from widecli.store import runs as store
 
-CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
 # factors 1, 2 x sparse, dense x seeds 0, 1: 6 runs in 3 stacked groups (factor 1 is one dense run)
 TINY = {"name": "tiny", "model": {"arch": "mlp", "hidden": [16]},

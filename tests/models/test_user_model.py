@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import invoke
 from torch import nn
-from typer.testing import CliRunner
 
 from widecli import registry as registry_mod
-from widecli.cli.app import app
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.data.registry import describe
@@ -48,10 +47,6 @@ def user_recipe(make_recipe, monkeypatch):
     return make_recipe({"model": {"arch": ARCH}, "widen": {"layers": ["hidden"], "factors": [1, 4],
                                                            "methods": ["sparse", "dense"]},
                         "train": {"epochs": 3, "batch_size": 128, "lr": 0.1}, "seeds": [0, 1]}, name="user")
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_widening_a_user_unit_keeps_the_budget_exactly(user_recipe):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import CPU
 
 from widecli.config.expand import make_spec
 from widecli.config.load import load_recipe
@@ -15,8 +16,6 @@ from widecli.execute.run import load_model
 from widecli.methods import plan_weights as plan
 from widecli.models.mlp import StackedLinear
 from widecli.sparsity.csr import SparseLinear, sparse_layers
-
-CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("ntk,bias", [(False, True), (True, False)])
