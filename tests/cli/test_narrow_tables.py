@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 
 from widecli.cli import render
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.data.registry import describe
 from widecli.methods import plan_weights
+from widecli.recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

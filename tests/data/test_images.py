@@ -10,13 +10,12 @@ import pytest
 import scipy.io
 import torch
 
-from widecli.config.expand import make_spec
-from widecli.config.load import validate
 from widecli.config.schema import DataConfig
 from widecli.data.registry import NO_FLIP, describe
 from widecli.data.resident import augment, load_dataset
 from widecli.errors import DataError
 from widecli.execute.run import load_model
+from widecli.recipes import make_spec, validate
 from widecli.store.runs import read_result
 
 RNG = np.random.default_rng(0)

@@ -15,12 +15,12 @@ from helpers import CPU
 from PIL import Image
 from torchvision import transforms
 
-from widecli.config.expand import expand
 from widecli.config.schema import DataConfig, Recipe
 from widecli.data import normalize
 from widecli.data.registry import describe, load_arrays
 from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.engine.loop import fit
+from widecli.recipes import expand
 from widecli.rng import generator
 
 

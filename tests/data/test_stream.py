@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from widecli.config.expand import make_spec
 from widecli.config.schema import DataConfig, ModelConfig, Recipe
 from widecli.data import stream
 from widecli.data.registry import describe
@@ -18,6 +17,7 @@ from widecli.errors import DataError
 from widecli.execute.run import load_model
 from widecli.models import registry as models
 from widecli.models.layout import weight_modules
+from widecli.recipes import make_spec
 from widecli.store import runs as store
 
 

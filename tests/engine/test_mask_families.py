@@ -15,9 +15,8 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import load_recipe, make_spec
 from widecli.sparsity.families import nm_satisfied
 from widecli.sparsity.masks import make_masks
 from widecli.sparsity.rules import allocate

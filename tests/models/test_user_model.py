@@ -14,12 +14,11 @@ from helpers import invoke
 from torch import nn
 
 from widecli import registry as registry_mod
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.data.registry import describe
 from widecli.errors import RecipeError
 from widecli.methods import plan_weights
 from widecli.models.registry import user_model
+from widecli.recipes import expand, load_recipe
 from widecli.registry import Registry
 
 HERE = Path(__file__).resolve().parent

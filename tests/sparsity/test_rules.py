@@ -10,11 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe, validate
 from widecli.data.registry import describe
 from widecli.errors import BudgetError
 from widecli.methods import plan_weights as plan
+from widecli.recipes import expand, load_recipe, make_spec, validate
 from widecli.sparsity.masks import make_masks, nonzeros
 from widecli.sparsity.rules import allocate
 from widecli.sparsity.rules import to_whole_conv_kernels as to_kernels

@@ -26,20 +26,19 @@ from widecli.analysis import tune as tune_mod
 from widecli.analysis import tune_report
 from widecli.cli import render, tuning
 from widecli.cli.render import out
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe
 from widecli.data.registry import describe
 from widecli.engine import dist
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight, provenance
-from widecli.execute.plan import plan_runs, run_status
 from widecli.execute import slurm as slurm_mod
+from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import LOST_LEASE, run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
+from widecli.recipes import expand, load_recipe, make_spec
 from widecli.store import manage
 from widecli.store.lock import break_lease
 from widecli.store.lock import leases as lease_list
