@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.errors import BudgetError, RecipeError, WidecliError
 from widecli.models import registry as models
 from widecli.models.init import initialize
@@ -319,7 +319,7 @@ def distinct_models(specs: list, skip_undescribed: bool = False) -> list[tuple]:
         data = s.data.model_dump_json()
         if data not in shapes:
             try:
-                shapes[data] = describe(s.data)
+                shapes[data] = shape_of(s.data)
             except WidecliError:
                 if not skip_undescribed:
                     raise

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.errors import BudgetError
 from widecli.methods import plan_weights as plan
 from widecli.recipes import expand, load_recipe, make_spec, validate
@@ -164,7 +164,7 @@ def test_check_on_every_bundled_recipe(path):
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
     r = load_recipe(path)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     for s in expand(r):
         p = plan(s, shape, classes)
         if s.method == "sparse" and s.factor > 1 and s.sparsity.granularity == "kernel":

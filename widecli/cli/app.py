@@ -26,7 +26,7 @@ from widecli.analysis import tune as tune_mod
 from widecli.analysis import tune_report
 from widecli.cli import render, tuning
 from widecli.cli.render import out
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.engine import dist
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
@@ -223,7 +223,7 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     """Validate a recipe and print every planned run with widths, nonzeros and connectivity; runs
     whose model cannot fit in the device's memory (the estimate train and sweep refuse) exit 2."""
     r = load_recipe(recipe, set_, warn=render.warning)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     specs = expand(r)
     rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
     dev = resolve_device(device)
@@ -295,7 +295,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
            as_json: bool = JsonOpt) -> None:
     """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
     r = load_recipe(recipe, set_, _run_flags(factor, method, None), warn=render.warning)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     spec = make_spec(r, factor, method, r.seeds[0])
     if as_json:
         render.json_out({"recipe": r.name, "factor": factor, "method": spec.method, "widen_layers": spec.widen_layers,
@@ -357,7 +357,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         _break_locks(results, r.name, yes)
     if dry_run:
         preflight.results_dir(results, [r.name], write=False)
-        shape, classes = describe(r.data)
+        shape, classes = shape_of(r.data)
         planned = plan_runs(specs, results, force, retry_failed)
         if as_json:
             render.json_out({"recipe": r.name, "runs": [

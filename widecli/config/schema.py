@@ -16,14 +16,7 @@ import math
 import re
 from typing import Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from widecli.config import identity
 from widecli.errors import RecipeError
