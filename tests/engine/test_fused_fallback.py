@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from widecli.engine.steps import FusedStep, make_optimizer
+from widecli.engine.fused import FusedStep
+from widecli.engine.optim import make_optimizer
 from widecli.methods import build
 from widecli.recipes import expand, validate
 from widecli.sparsity.masks import MaskEnforcer

@@ -13,7 +13,8 @@ from widecli.engine.device import resolve_device
 from widecli.engine.dist import SINGLE
 from widecli.engine.evaluate import evaluate
 from widecli.engine.loop import fit as train
-from widecli.engine.steps import Stack, lr_at, make_optimizer
+from widecli.engine.optim import lr_at, make_optimizer
+from widecli.engine.stack import Stack
 from widecli.errors import DeviceError
 from widecli.recipes import load_recipe, make_spec
 

@@ -151,8 +151,8 @@ def test_counts_hold_at_every_step(data_root, monkeypatch, mask):
     want, seen = planned(spec), []
     inner_call = steps.MaskUpdateStep.__call__
 
-    def checked(self, x, y, full):
-        out = inner_call(self, x, y, full)
+    def checked(self, x, y, global_batch):
+        out = inner_call(self, x, y, global_batch)
         for name, module in self.updater.layers:
             m = self.updater.masks[name][0]
             seen.append(count(m) == want[name] and not bool(((module.weight[0] != 0) & ~m).any()))

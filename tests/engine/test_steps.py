@@ -1,4 +1,4 @@
-"""The fused MLP step (widecli.fused) trains exactly what the autograd path trains."""
+"""The fused MLP step (widecli.engine.fused) trains exactly what the autograd path trains."""
 
 from __future__ import annotations
 
