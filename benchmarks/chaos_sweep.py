@@ -24,10 +24,9 @@ import pandas as pd
 import torch
 import yaml
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.config.schema import RunSpec
 from widecli.execute import sweep
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 from widecli.store.lock import LOCKS
 

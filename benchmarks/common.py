@@ -13,11 +13,11 @@ from typing import Callable
 
 import torch
 
-from widecli.config.expand import make_spec
 from widecli.config.schema import DataConfig, Recipe
 from widecli.data.registry import load_arrays
 from widecli.data.resident import DeviceDataset
 from widecli.engine import threads
+from widecli.recipes import make_spec
 
 
 def parse(ap) -> argparse.Namespace:

@@ -20,9 +20,9 @@ import torch
 from common import header, matmul_peak, parse, spec, train_time
 from torch.utils.flop_counter import FlopCounterMode
 
-from widecli.config.expand import make_spec
 from widecli.config.schema import Recipe
 from widecli.data.resident import DeviceDataset
+from widecli.recipes import make_spec
 
 
 def cifar_shaped(n: int, device) -> DeviceDataset:

@@ -2,7 +2,7 @@
 
 At widening factor f with the budget held fixed, the sparse-wide model has the baseline's nonzeros
 (equal useful FLOPs) at connectivity about 1/f, but the dense masked path multiplies all f times
-as many weights. The CSR backend (widecli/sparsity/csr.py, kernels in widecli/sparsity/kernels.py,
+as many weights. The CSR backend (widecli/sparsity/csr.py, kernels in widecli/sparsity/csr_cpu.py,
 trained by the fused step SparseFusedStep) multiplies only the kept ones; `csr` makes every masked
 layer CSR (`backend: sparse`), `auto` only those `sparse_layers` picks. All three give the same
 results (tests/engine/test_steps.py): the accuracies printed agree up to the drift of float

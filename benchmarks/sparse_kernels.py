@@ -1,5 +1,5 @@
 """The kernels one sparse step is made of, against the dense GEMMs of the baseline at the same number
-of nonzero weights: PyTorch's CSR kernels and widecli's own (widecli/sparsity/kernels.py, numba).
+of nonzero weights: PyTorch's CSR kernels and widecli's own (widecli/sparsity/csr_cpu.py, numba).
 
 The first layer of the sparse-wide 784-64f-10 MLP at f = 10 keeps the baseline's 784 x 64 weights
 among 784 x 640 (connectivity 0.1). A step needs its forward (x @ W.T) and its weight gradient at
@@ -19,7 +19,7 @@ import warnings
 import torch
 from common import header, parse
 
-from widecli.sparsity import kernels
+from widecli.sparsity import csr_cpu as kernels
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 

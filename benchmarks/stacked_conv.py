@@ -16,10 +16,10 @@ import argparse
 import torch
 from common import header, parse, solo_vs_stacked
 
-from widecli.config.expand import make_spec
 from widecli.config.schema import Recipe
 from widecli.data.resident import DeviceDataset, load_dataset
 from widecli.engine import threads
+from widecli.recipes import make_spec
 
 
 def conv_spec(arch: str, width: int, dataset: str, seed: int, batch: int, factor: float = 1):

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute.run import weights_summary
 from widecli.methods import plan_weights
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
 FACTORS = [1 + 0.25 * i for i in range(50)]

@@ -50,7 +50,7 @@ def val_accuracy(results: Path, factor: float, lr: float) -> tuple[float, float]
     import numpy as np
 
     from widecli.analysis import tune
-    from widecli.config.load import load_recipe
+    from widecli.recipes import load_recipe
     from widecli.store import runs as store
 
     r = load_recipe(RECIPE, SETS[1::2], warn=lambda m: None)

@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from widecli.config.expand import make_spec
-from widecli.config.load import validate
 from widecli.errors import BudgetError
 from widecli.methods import build, rank_bounds, scaled
 from widecli.methods import plan_weights as plan
 from widecli.models import registry as models
 from widecli.models.layers import Factorized
 from widecli.models.layout import count_weights
+from widecli.recipes import make_spec, validate
 from widecli.store.runs import read_result
 
 CIFAR = ((3, 32, 32), 10)

@@ -6,11 +6,10 @@ import random
 import pytest
 import torch
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.methods import build
 from widecli.methods import plan_weights as plan
 from widecli.models.layout import count_weights
+from widecli.recipes import load_recipe, make_spec
 
 
 def spec_for(make_recipe, factor, method="sparse", seed=0, **over):

@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 
 from widecli.analysis.frame import load_frame, studies
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute.plan import plan_runs
+from widecli.recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_RESULTS = ROOT / "results" / "studies"

@@ -18,7 +18,8 @@ def test_a_users_rule_and_loader_are_called_as_themselves(data_root):
     assert RULES.get("widecli.sparsity.rules:_leveling") is not RULES.get("leveling")   # wrapped
     sizes = {"a": (10, 10), "b": (5, 4)}
     assert allocate("widecli.sparsity.rules:_leveling", sizes, 60) == allocate("leveling", sizes, 60)
-    cfg = DataConfig(dataset="widecli.data.registry:_digits", root=str(data_root))
+    cfg = DataConfig(dataset="widecli.data.loaders:digits", root=str(data_root))
+    assert DATASETS.get(cfg.dataset).loader is not DATASETS.get("digits").loader             # wrapped
     mine, builtin = load_arrays(cfg), load_arrays(cfg.model_copy(update={"dataset": "digits"}))
     assert all(np.array_equal(getattr(mine, f), getattr(builtin, f)) for f in ("x_train", "y_train", "x_test", "y_test"))
 
@@ -47,4 +48,4 @@ def test_a_widecli_error_or_an_interrupt_from_a_users_function_passes_as_it_is()
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         user_function("data.dataset", "loader", "loader(cfg)")("x:y", interrupted)(None)
-    assert DATASETS.get("digits").__module__ == "widecli.data.registry"   # built-ins are not wrapped
+    assert DATASETS.get("digits").loader.__module__ == "widecli.data.loaders"   # built-ins are not wrapped

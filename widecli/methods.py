@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from widecli.data.registry import describe
+from widecli.config.schema import ModelConfig, RunSpec
+from widecli.data.registry import shape_of
 from widecli.errors import BudgetError, RecipeError, WidecliError
 from widecli.models import registry as models
 from widecli.models.init import initialize
@@ -83,15 +84,15 @@ class Method:
     factored: bool = False           # grown layers become two factors (a bottleneck)
     nonlinear: bool = False          # a ReLU between the factors
 
-    def ranks(self, spec, widths_: dict[str, int], input_shape, num_classes: int, budget: int) -> dict[str, int]:
+    def ranks(self, spec: RunSpec, widths_: dict[str, int], input_shape, num_classes: int, budget: int) -> dict[str, int]:
         """Inner width of each factored layer (none: the layers stay whole)."""
         return {}
 
-    def masked_counts(self, spec, shapes: dict, base_shapes: dict, budget: int) -> dict[str, int]:
+    def masked_counts(self, spec: RunSpec, shapes: dict, base_shapes: dict, budget: int) -> dict[str, int]:
         """Kept weights of each masked layer (none: nothing is masked)."""
         return {}
 
-    def apply_masks(self, model: nn.Module, plan: WeightPlan, specs: list, input_shape=None,
+    def apply_masks(self, model: nn.Module, plan: WeightPlan, specs: list[RunSpec], input_shape=None,
                     batches: Batches | None = None) -> dict[str, torch.Tensor]:
         """Draw each run's masks, zero the masked weights, return layer -> mask (stacked where the layer is)."""
         return {}
@@ -101,7 +102,7 @@ class Method:
 class Sparse(Method):
     """Static random sparsity: the rule spreads the budget over the maskable layers."""
 
-    def masked_counts(self, spec, shapes, base_shapes, budget):
+    def masked_counts(self, spec: RunSpec, shapes, base_shapes, budget):
         s = spec.sparsity
         masked = [n for n in shapes if s.scope == "all" or shapes[n] != base_shapes.get(n)]
         if not masked:
@@ -117,7 +118,7 @@ class Sparse(Method):
         family(s.mask).check({n: shapes[n] for n in masked}, kept, spec)
         return kept
 
-    def apply_masks(self, model, plan, specs, input_shape=None, batches=None):
+    def apply_masks(self, model, plan, specs: list[RunSpec], input_shape=None, batches=None):
         spec = specs[0]
         # The family chooses which weights (sparsity.families), on the dense model as initialized.
         per_seed = family(spec.sparsity.mask).initial({n: plan.shapes[n] for n in plan.masked}, plan.counts,
@@ -148,7 +149,7 @@ class Bottleneck(Method):
     meta-device models, so the count can never exceed the budget whatever the architecture.
     """
 
-    def ranks(self, spec, widths_, input_shape, num_classes, budget):
+    def ranks(self, spec: RunSpec, widths_, input_shape, num_classes, budget):
         if spec.factor == 1:
             return {}
         bound = rank_bounds(spec.model, widths_, input_shape, num_classes)
@@ -173,7 +174,7 @@ class Bottleneck(Method):
         return scaled(bound, lo)
 
 
-def rank_bounds(model_cfg, widths_: dict[str, int], input_shape, num_classes: int) -> dict[str, int]:
+def rank_bounds(model_cfg: ModelConfig, widths_: dict[str, int], input_shape, num_classes: int) -> dict[str, int]:
     """b_l = min(out, in*kh*kw) of the baseline weight of every layer whose shape grew."""
     with torch.device("meta"):
         base = layer_shapes(models.build(model_cfg, models.base_widths(model_cfg), input_shape, num_classes))
@@ -217,7 +218,7 @@ def bottlenecks() -> list[str]:
 _PLANS: dict[tuple, WeightPlan] = {}
 
 
-def plan_weights(spec, input_shape, num_classes: int) -> WeightPlan:
+def plan_weights(spec: RunSpec, input_shape, num_classes: int) -> WeightPlan:
     """Widths, budget and per-layer kept counts of a run, computed without allocating weights.
 
     Memoized on everything but the seed (which the accounting does not depend on): `check` plans
@@ -230,7 +231,7 @@ def plan_weights(spec, input_shape, num_classes: int) -> WeightPlan:
     return copy.deepcopy(_PLANS[key])
 
 
-def _plan(spec, input_shape, num_classes: int) -> WeightPlan:
+def _plan(spec: RunSpec, input_shape, num_classes: int) -> WeightPlan:
     method = get(spec.method)
     with torch.device("meta"):
         base = models.build(spec.model, models.base_widths(spec.model), input_shape, num_classes)
@@ -247,14 +248,14 @@ def _plan(spec, input_shape, num_classes: int) -> WeightPlan:
                       count_other(wide), ranks, bool(kept) and family(spec.sparsity.mask).dynamic)
 
 
-def build_model(spec, plan: WeightPlan, input_shape, num_classes: int, stack: int = 1) -> nn.Module:
+def build_model(spec: RunSpec, plan: WeightPlan, input_shape, num_classes: int, stack: int = 1) -> nn.Module:
     """The (uninitialized) model of a run at its planned widths and ranks."""
     kw = {"stack": stack} if stack > 1 else {}
     return models.build(spec.model, plan.widths, input_shape, num_classes, ranks=plan.ranks,
                         rank_nonlinear=get(spec.method).nonlinear, **kw)
 
 
-def planned_masks(spec, plan: WeightPlan) -> dict[str, torch.Tensor] | None:
+def planned_masks(spec: RunSpec, plan: WeightPlan) -> dict[str, torch.Tensor] | None:
     """The masks run `spec` starts training with, where they depend on its seed alone (random, N:M
     and the random start of SET/RigL); None for families scored on the initialized model (snip,
     synflow: chosen when the run starts)."""
@@ -264,7 +265,7 @@ def planned_masks(spec, plan: WeightPlan) -> dict[str, torch.Tensor] | None:
     return fam.initial({n: plan.shapes[n] for n in plan.masked}, plan.counts, [spec])[0]
 
 
-def trace_meta(spec, plan: WeightPlan, input_shape, num_classes: int, batch: int,
+def trace_meta(spec: RunSpec, plan: WeightPlan, input_shape, num_classes: int, batch: int,
                hook: Callable[[nn.Module, torch.Tensor], None], named: bool = False) -> bool:
     """Run a run's model once on the meta device (no allocation, eval mode: BatchNorm takes any
     batch) on `batch` examples, calling hook(module, output) for every leaf module (named:
@@ -289,7 +290,7 @@ def trace_meta(spec, plan: WeightPlan, input_shape, num_classes: int, batch: int
                 h.remove()
 
 
-def macs(spec, plan: WeightPlan, input_shape, num_classes: int) -> dict[str, int | None]:
+def macs(spec: RunSpec, plan: WeightPlan, input_shape, num_classes: int) -> dict[str, int | None]:
     """Forward multiply-accumulates per example in the weight layers (biases, BatchNorm and
     activations not counted): `macs_nonzero` at the kept weights (the model as trained, each kept
     weight once per output position: convs count every spatial position) and `macs_dense` of the
@@ -306,7 +307,7 @@ def macs(spec, plan: WeightPlan, input_shape, num_classes: int) -> dict[str, int
             "macs_dense": sum(positions[n] * math.prod(s) for n, s in plan.shapes.items())}
 
 
-def distinct_models(specs: list, skip_undescribed: bool = False) -> list[tuple]:
+def distinct_models(specs: list[RunSpec], skip_undescribed: bool = False) -> list[tuple]:
     """(spec, input_shape, num_classes) for one run per distinct model (stack key) of `specs`, each
     data set described once. skip_undescribed: a data set that cannot be described here (any
     WidecliError) gives (spec, None, None) instead of raising."""
@@ -319,7 +320,7 @@ def distinct_models(specs: list, skip_undescribed: bool = False) -> list[tuple]:
         data = s.data.model_dump_json()
         if data not in shapes:
             try:
-                shapes[data] = describe(s.data)
+                shapes[data] = shape_of(s.data)
             except WidecliError:
                 if not skip_undescribed:
                     raise
@@ -335,7 +336,7 @@ class Built:
     plan: WeightPlan
 
 
-def build(specs: list, input_shape, num_classes: int, device="cpu", batches: Batches | None = None) -> Built:
+def build(specs: list[RunSpec], input_shape, num_classes: int, device="cpu", batches: Batches | None = None) -> Built:
     """The initialized, masked model for one run, or for K runs differing only in seed (stacked).
 
     batches: n -> the runs' first n training batches, for mask families scored on data (snip)."""
@@ -348,7 +349,7 @@ def build(specs: list, input_shape, num_classes: int, device="cpu", batches: Bat
     return Built(model, {n: m.to(device) for n, m in masks.items()}, p)
 
 
-def layer_table(spec, input_shape, num_classes: int) -> list[dict]:
+def layer_table(spec: RunSpec, input_shape, num_classes: int) -> list[dict]:
     """Every weight layer of a run: name, shape, weights, nonzeros, the widenable unit whose
     widening changes its output channels (None: it never widens) and whether it carries a mask."""
     p = plan_weights(spec, input_shape, num_classes)

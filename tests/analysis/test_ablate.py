@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from widecli.analysis import ablate
 from widecli.cli.app import app
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import load_recipe
 from widecli.store import runs as store
 
 

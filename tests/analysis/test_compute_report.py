@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 from widecli.analysis.frame import load_frame
 from widecli.analysis.report import table1_of
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import sweep
 from widecli.methods import macs, plan_weights
+from widecli.recipes import expand, load_recipe
 
 STUDIES = Path(__file__).resolve().parents[2] / "results" / "studies"
 

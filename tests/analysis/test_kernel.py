@@ -11,11 +11,10 @@ from typer.testing import CliRunner
 
 from widecli.analysis import kernel
 from widecli.cli.app import app
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe
 from widecli.config.schema import Recipe
 from widecli.execute import run as execute_run
 from widecli.execute.run import run_group
+from widecli.recipes import expand, load_recipe, make_spec
 
 
 def _recipe(model: dict, factors=(1,), methods=("dense",), layers="first", root=None) -> Recipe:

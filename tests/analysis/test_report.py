@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 from widecli.analysis import report
 from widecli.analysis.frame import load_frame, studies
 from widecli.cli.app import app
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe
 from widecli.config.schema import RunSpec
 from widecli.execute.run import run_group
+from widecli.recipes import expand, load_recipe, make_spec
 from widecli.store import runs as store
 
 # Known test accuracies: {(method, factor): [seed 0, seed 1, seed 2]}

@@ -16,9 +16,8 @@ import torch
 from helpers import invoke
 
 from widecli.analysis import tune, tune_report
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute.plan import run_status
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 from widecli.store import runs as store
 

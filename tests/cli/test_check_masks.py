@@ -11,10 +11,9 @@ import pytest
 import torch
 from helpers import invoke
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute.preflight import mask_diagnostics
 from widecli.methods import plan_weights, planned_masks
+from widecli.recipes import expand, load_recipe
 from widecli.sparsity.masks import fan_stats
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 
 from widecli.cli import render
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.methods import plan_weights
+from widecli.recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +42,7 @@ def test_check_at_100_columns_never_splits_a_run_id_or_number(terminal, width):
     assert max(len(line) for line in text.splitlines()) <= width
     words = text.split()
     r = load_recipe(recipe)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     for s in expand(r):
         assert s.run_id in words   # whole, never `926272c7` + `4523`
         if width == 100:

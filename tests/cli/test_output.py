@@ -222,9 +222,8 @@ def test_overall_progress_counts_work_not_runs(monkeypatch):
 
 
 def test_sweep_work_weighs_epochs_width_and_each_step(make_recipe):
-    from widecli.config.expand import expand
-    from widecli.config.load import load_recipe
     from widecli.execute.plan import STEP_OVERHEAD_MACS, work
+    from widecli.recipes import expand, load_recipe
 
     specs = expand(load_recipe(make_recipe({"widen": {"factors": [1, 4], "methods": ["dense"]}})))
     w = work(specs)

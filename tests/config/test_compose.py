@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 BEFORE = json.loads((Path(__file__).with_name("studies_before_composition.json")).read_text())

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.config.schema import MAX_WIDTH, Recipe
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe
 
 
 def _numeric_keys() -> list[tuple[str, str]]:

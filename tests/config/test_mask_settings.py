@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe
 
 
 def ids(path, *overrides) -> dict:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe, validate
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 # MLP/optimized_LR_for_NTK_style_MLP1.pt of the official code, keyed "<base>_<width>" (all 13 keys).

@@ -4,9 +4,8 @@ import pydantic
 import pytest
 import yaml
 
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe, make_spec
 
 
 def test_defaults_filled_and_grid_expanded(make_recipe):

@@ -10,13 +10,12 @@ import pytest
 import scipy.io
 import torch
 
-from widecli.config.expand import make_spec
-from widecli.config.load import validate
 from widecli.config.schema import DataConfig
-from widecli.data.registry import NO_FLIP, describe
+from widecli.data.registry import DATASETS, shape_of
 from widecli.data.resident import augment, load_dataset
 from widecli.errors import DataError
 from widecli.execute.run import load_model
+from widecli.recipes import make_spec, validate
 from widecli.store.runs import read_result
 
 RNG = np.random.default_rng(0)
@@ -58,7 +57,7 @@ def test_cifar100_uses_fine_labels_and_100_classes(tmp_path):
     assert ds.num_classes == 100          # a tiny file misses classes; the classifier does not
     assert ds.x_train.shape == (6, 3, 32, 32)
     assert ds.x_train.mean(dim=(0, 2, 3)).abs().max() < 1e-5   # per-channel standardization
-    assert describe(cfg(tmp_path, "cifar100")) == ((3, 32, 32), 100)
+    assert shape_of(cfg(tmp_path, "cifar100")) == ((3, 32, 32), 100)
 
 
 def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
@@ -70,7 +69,7 @@ def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
     assert ds.x_train.shape == (5, 3, 32, 32) and ds.num_classes == 10
     # torchvision's transpose (3, 2, 0, 1): pixel [c, h, w] of image n is X[h, w, c, n].
     assert ds.x_train[4, 2, 5, 7] == pytest.approx(x[5, 7, 2, 4] / 255)
-    assert "svhn" in NO_FLIP
+    assert not DATASETS.get("svhn").flip and not ds.flip   # digits are not mirror symmetric
 
 
 def test_missing_files_without_download_is_one_line(tmp_path):

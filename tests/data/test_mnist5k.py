@@ -15,12 +15,12 @@ from helpers import CPU
 from PIL import Image
 from torchvision import transforms
 
-from widecli.config.expand import expand
 from widecli.config.schema import DataConfig, Recipe
 from widecli.data import normalize
-from widecli.data.registry import describe, load_arrays
+from widecli.data.registry import load_arrays, shape_of
 from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.engine.loop import fit
+from widecli.recipes import expand
 from widecli.rng import generator
 
 
@@ -45,7 +45,7 @@ def test_split_is_fixed_real_and_class_balanced(arrays):
     # Train and test are disjoint images (no digit appears in both).
     flat_train = {row.tobytes() for row in x_train.reshape(len(x_train), -1)}
     assert not any(row.tobytes() in flat_train for row in x_test.reshape(len(x_test), -1))
-    assert describe(DataConfig(dataset="mnist5k")) == ((1, 28, 28), 10)
+    assert shape_of(DataConfig(dataset="mnist5k")) == ((1, 28, 28), 10)
 
 
 # --------------------------------------------------------------------------- the official chain

@@ -6,7 +6,7 @@ import torch
 from disk_formats import write_idx
 
 from widecli.config.schema import DataConfig
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.data.resident import augment, load_dataset
 from widecli.errors import DataError
 
@@ -29,7 +29,7 @@ def test_torchvision_idx_files_are_read(tmp_path, name, folder):
     assert ds.y_train.dtype == torch.int64 and ds.num_classes <= 10
     # standard normalisation: per-channel zero mean, unit variance on the training set
     assert abs(ds.x_train.mean().item()) < 1e-4 and abs(ds.x_train.std().item() - 1) < 1e-2
-    assert describe(DataConfig(dataset=name)) == ((1, 28, 28), 10)
+    assert shape_of(DataConfig(dataset=name)) == ((1, 28, 28), 10)
 
 
 def test_missing_torchvision_data_is_a_data_error(tmp_path):

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from helpers import CPU
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.config.schema import DataConfig
 from widecli.data.registry import load_arrays
 from widecli.data.splits import split
 from widecli.errors import DataError, RecipeError
 from widecli.execute.plan import stack_groups
+from widecli.recipes import expand, load_recipe
 
 
 def arrays(n_train=100, n_test=30):

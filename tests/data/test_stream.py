@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from widecli.config.expand import make_spec
 from widecli.config.schema import DataConfig, ModelConfig, Recipe
 from widecli.data import stream
-from widecli.data.registry import describe
+from widecli.data.registry import folder_datasets, shape_of
 from widecli.data.resident import load_dataset
 from widecli.data.stream import StreamBatches, StreamDataset
 from widecli.engine.dist import SINGLE
@@ -18,6 +17,7 @@ from widecli.errors import DataError
 from widecli.execute.run import load_model
 from widecli.models import registry as models
 from widecli.models.layout import weight_modules
+from widecli.recipes import make_spec
 from widecli.store import runs as store
 
 
@@ -104,17 +104,20 @@ def test_auto_pipeline_keeps_a_small_folder_on_the_device(folder, monkeypatch):
     ds = load_dataset(cfg, "cpu")
     assert not isinstance(ds, StreamDataset)
     assert tuple(ds.x_train.shape) == (12, 3, 224, 224) and tuple(ds.x_test.shape) == (6, 3, 224, 224)
-    assert describe(cfg) == ((3, 224, 224), 3)
-    assert stream.streamed(cfg.model_copy(update={"pipeline": "stream"}), "cpu")
+    assert shape_of(cfg) == ((3, 224, 224), 3)
+    folders = folder_datasets()
+    assert folders == ["imagenet", "image_folder"]
+    assert stream.streamed(cfg.model_copy(update={"pipeline": "stream"}), "cpu", folders)
     monkeypatch.setattr(stream, "CPU_RESIDENT_LIMIT", 11 * 3 * 224 * 224 * 4)  # room for 11 of 12 images
-    assert stream.streamed(cfg, "cpu") and not stream.streamed(cfg.model_copy(update={"subset": 11}), "cpu")
+    assert stream.streamed(cfg, "cpu", folders) and not stream.streamed(cfg.model_copy(update={"subset": 11}), "cpu",
+                                                                         folders)
 
 
 def test_imagenet_under_root_and_errors(tmp_path):
     write_folder(tmp_path / "imagenet", classes=("a", "b"), train=1, val=1)
     cfg = DataConfig(dataset="imagenet", root=str(tmp_path), pipeline="stream", workers=0)
     assert stream.folder(cfg) == tmp_path / "imagenet"
-    assert describe(cfg) == ((3, 224, 224), 1000)
+    assert shape_of(cfg) == ((3, 224, 224), 1000)
     with pytest.raises(DataError, match="data.pipeline: stream reads image folders"):
         load_dataset(DataConfig(dataset="cifar10", pipeline="stream"))
     with pytest.raises(DataError, match="no train/ folder"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widecli.config.expand import make_spec as run_spec
 from widecli.config.schema import Recipe
 from widecli.execute import sweep
+from widecli.recipes import make_spec as run_spec
 from widecli.store import runs as store
 from widecli.store.runs import CHECKPOINT as NAME
 

@@ -9,13 +9,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from widecli.config.expand import make_spec as run_spec
 from widecli.config.schema import Recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.dist import SINGLE
 from widecli.engine.loop import fit as train
 from widecli.errors import RecipeError
 from widecli.execute import ddp
+from widecli.recipes import make_spec as run_spec
 from widecli.store import runs as store
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from widecli.config.expand import expand
-from widecli.config.load import validate
-from widecli.engine.steps import FusedStep, make_optimizer
+from widecli.engine.fused import FusedStep
+from widecli.engine.optim import make_optimizer
 from widecli.methods import build
+from widecli.recipes import expand, validate
 from widecli.sparsity.masks import MaskEnforcer
 
 

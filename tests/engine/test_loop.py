@@ -8,15 +8,15 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.data.resident import DeviceDataset, ResidentBatches, load_dataset
 from widecli.engine.device import resolve_device
 from widecli.engine.dist import SINGLE
 from widecli.engine.evaluate import evaluate
 from widecli.engine.loop import fit as train
-from widecli.engine.steps import Stack, lr_at, make_optimizer
+from widecli.engine.optim import lr_at, make_optimizer
+from widecli.engine.stack import Stack
 from widecli.errors import DeviceError
+from widecli.recipes import load_recipe, make_spec
 
 
 def tiny(make_recipe, factor=2, method="sparse", seed=0, **train_cfg):

@@ -15,9 +15,8 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.errors import RecipeError
+from widecli.recipes import load_recipe, make_spec
 from widecli.sparsity.families import nm_satisfied
 from widecli.sparsity.masks import make_masks
 from widecli.sparsity.rules import allocate
@@ -152,8 +151,8 @@ def test_counts_hold_at_every_step(data_root, monkeypatch, mask):
     want, seen = planned(spec), []
     inner_call = steps.MaskUpdateStep.__call__
 
-    def checked(self, x, y, full):
-        out = inner_call(self, x, y, full)
+    def checked(self, x, y, global_batch):
+        out = inner_call(self, x, y, global_batch)
         for name, module in self.updater.layers:
             m = self.updater.masks[name][0]
             seen.append(count(m) == want[name] and not bool(((module.weight[0] != 0) & ~m).any()))

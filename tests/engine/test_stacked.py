@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
 from widecli.execute.plan import should_stack
+from widecli.recipes import load_recipe, make_spec
 
 
 def specs_for(make_recipe, seeds, factor=2, method="sparse", **train_cfg):

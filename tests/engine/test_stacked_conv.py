@@ -7,14 +7,13 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
 from widecli.execute.plan import should_stack
 from widecli.methods import build, plan_weights
 from widecli.models.layout import layer_shapes
 from widecli.models.stacked_conv import stack_convnet
+from widecli.recipes import load_recipe, make_spec
 
 
 def conv_specs(make_recipe, arch, seeds, factor=2, method="sparse", **train_cfg):

@@ -1,4 +1,4 @@
-"""The fused MLP step (widecli.fused) trains exactly what the autograd path trains."""
+"""The fused MLP step (widecli.engine.fused) trains exactly what the autograd path trains."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
+from widecli.recipes import load_recipe, make_spec
 
 SGD = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.engine import threads
 from widecli.errors import RecipeError
+from widecli.recipes import expand, load_recipe
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.errors import SweepError
 from widecli.execute import sweep
 from widecli.execute.plan import plan_runs
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
 

@@ -15,11 +15,10 @@ from helpers import CPU
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import run as runner
 from widecli.execute.run import LOST_LEASE, run_group
 from widecli.execute.sweep import sweep
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 from widecli.store import runs as store
 

@@ -15,9 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import provenance
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

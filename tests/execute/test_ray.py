@@ -11,11 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import ray as ray_executor
 from widecli.execute.run import run_group
 from widecli.execute.sweep import sweep
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")

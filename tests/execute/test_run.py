@@ -8,10 +8,9 @@ import pandas as pd
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.execute import run as execute_run
 from widecli.execute.run import load_model, run_group
+from widecli.recipes import load_recipe, make_spec
 from widecli.store import runs as store
 
 

@@ -13,10 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.execute.run import state_of, train_group
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 from widecli.store import runs as store
 from widecli.store.lock import LOCKS

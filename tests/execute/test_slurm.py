@@ -14,10 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import slurm
 from widecli.execute.run import run_group
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 from widecli.store.lock import LOCKS
 

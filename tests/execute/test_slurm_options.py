@@ -14,9 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute import slurm
+from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
 pytest.importorskip("submitit")

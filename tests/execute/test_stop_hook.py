@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.execute.plan import run_status
 from widecli.execute.run import run_group
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 from widecli.store import runs as store
 

@@ -19,13 +19,12 @@ from helpers import CPU
 from typer.testing import CliRunner
 
 from widecli.cli import app as cli
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.config.schema import RunSpec
 from widecli.execute import run as runner
 from widecli.execute import sweep
 from widecli.execute.plan import plan_runs, stack_groups
 from widecli.execute.run import load_model
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock as store_lock
 from widecli.store import runs as store
 

@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from widecli.config.expand import expand
-from widecli.config.load import validate
 from widecli.errors import RecipeError
 from widecli.methods import build
+from widecli.recipes import expand, validate
 
 
 def _specs(model, factors=(1, 4), methods=("sparse",)):

@@ -8,14 +8,13 @@ import torch
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe, validate
 from widecli.config.schema import ModelConfig
 from widecli.errors import RecipeError
 from widecli.methods import build, layer_table
 from widecli.models import layout
 from widecli.models import registry as models
 from widecli.models.layout import count_weights, layer_shapes
+from widecli.recipes import load_recipe, make_spec, validate
 
 CIFAR = ((3, 32, 32), 10)
 

@@ -14,12 +14,11 @@ from helpers import invoke
 from torch import nn
 
 from widecli import registry as registry_mod
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.errors import RecipeError
 from widecli.methods import plan_weights
 from widecli.models.registry import user_model
+from widecli.recipes import expand, load_recipe
 from widecli.registry import Registry
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +50,7 @@ def user_recipe(make_recipe, monkeypatch):
 
 def test_widening_a_user_unit_keeps_the_budget_exactly(user_recipe):
     r = load_recipe(user_recipe)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     plans = {(s.factor, s.method): plan_weights(s, shape, classes) for s in expand(r)}
     base = plans[(1.0, "dense")]
     assert base.budget == 40 * 16 + 16 * 8 + 8 * 10

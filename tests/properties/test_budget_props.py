@@ -18,12 +18,11 @@ import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from widecli.config.expand import make_spec
-from widecli.config.load import validate
 from widecli.errors import RecipeError, WidecliError
 from widecli.methods import build
 from widecli.models import registry as models
 from widecli.models.layout import widths
+from widecli.recipes import make_spec, validate
 
 SHAPES = {"mnist1d": ((40,), 10), "digits": ((1, 8, 8), 10)}
 RULES = ["proportional", "leveling", "erk", "uniform", "custom"]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from widecli.models.mlp import StackedLinear
-from widecli.sparsity import kernels
+from widecli.sparsity import csr_cpu
 from widecli.sparsity.csr import SparseLinear
 
 REL = 1e-5  # float32 sums of up to 48 terms, in any order, stay well within this of the exact sum
@@ -80,7 +80,7 @@ def test_kernels_fused_epilogues_are_dense_masked_math(pattern, batch, scale, bi
     x_t = torch.randn(layer.in_features, batch, generator=g)
     b = torch.randn(layer.out_features, generator=g) if bias else None
     out = torch.full((layer.out_features, batch), float("nan"))        # every entry must be written
-    kernels.spmm(layer.crow32, layer.col32, layer.values, x_t, out, b, scale, relu)
+    csr_cpu.spmm(layer.crow32, layer.col32, layer.values, x_t, out, b, scale, relu)
     z = scale * w @ x_t.double() + (b.double()[:, None] if bias else 0.0)
     size = scale * w.abs() @ x_t.double().abs() + (b.double().abs()[:, None] if bias else 0.0)
     within(out, z.clamp(min=0) if relu else z, size)
@@ -88,14 +88,14 @@ def test_kernels_fused_epilogues_are_dense_masked_math(pattern, batch, scale, bi
     g_t = torch.randn(layer.out_features, batch, generator=g)
     gate = torch.randn(layer.in_features, batch, generator=g).relu() if gated else None
     grad_in = torch.full((layer.in_features, batch), float("nan"))
-    kernels.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, grad_in, perm=layer.order_t32, gate=gate)
+    csr_cpu.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, grad_in, perm=layer.order_t32, gate=gate)
     want = w.t() @ g_t.double()
     if gated:
         want = want.where(gate.double() > 0, 0.0)
     within(grad_in, want, w.abs().t() @ g_t.double().abs())
 
     grad_w = torch.full_like(layer.values, float("nan"))
-    kernels.sddmm(layer.crow32, layer.col32, g_t, x_t, grad_w, alpha)
+    csr_cpu.sddmm(layer.crow32, layer.col32, g_t, x_t, grad_w, alpha)
     rows, cols = keep.nonzero(as_tuple=True)
     within(grad_w, (alpha * g_t.double() @ x_t.double().t())[rows, cols],
            (alpha * g_t.double().abs() @ x_t.double().abs().t())[rows, cols])

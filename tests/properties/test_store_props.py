@@ -22,13 +22,12 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widecli.config.expand import expand
-from widecli.config.load import validate
 from widecli.engine.loop import Outcome
 from widecli.errors import StoreError
 from widecli.execute import run as runner
 from widecli.execute.plan import run_status
 from widecli.execute.sweep import sweep
+from widecli.recipes import expand, validate
 from widecli.store import manage
 from widecli.store import runs as store
 

@@ -8,13 +8,12 @@ import pytest
 import torch
 from helpers import CPU
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
 from widecli.execute.run import load_model
 from widecli.methods import plan_weights as plan
 from widecli.models.mlp import StackedLinear
+from widecli.recipes import load_recipe, make_spec
 from widecli.sparsity.csr import SparseLinear, sparse_layers
 
 

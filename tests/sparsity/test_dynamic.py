@@ -150,7 +150,7 @@ def test_a_mask_update_step_replaces_the_weight_update():
 
     calls = []
 
-    def inner(x, y, full, update=True):
+    def inner(x, y, global_batch, update=True):
         calls.append(update)
         return torch.zeros(1), torch.zeros(1, 1, 2)
     updated = []

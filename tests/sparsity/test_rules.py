@@ -10,11 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe, validate
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.errors import BudgetError
 from widecli.methods import plan_weights as plan
+from widecli.recipes import expand, load_recipe, make_spec, validate
 from widecli.sparsity.masks import make_masks, nonzeros
 from widecli.sparsity.rules import allocate
 from widecli.sparsity.rules import to_whole_conv_kernels as to_kernels
@@ -165,7 +164,7 @@ def test_check_on_every_bundled_recipe(path):
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
     r = load_recipe(path)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     for s in expand(r):
         p = plan(s, shape, classes)
         if s.method == "sparse" and s.factor > 1 and s.sparsity.granularity == "kernel":

@@ -17,10 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from widecli.cli.app import app
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
 from widecli.errors import SweepError
 from widecli.execute.sweep import sweep
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +62,8 @@ def test_a_live_lease_on_this_host_is_respected(tmp_path, spec):
 
 HOLD = """
 import sys, threading, time
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe
+from widecli.recipes import expand
+from widecli.recipes import load_recipe
 from widecli.store import lock
 renew, printing = lock.RunLock.renew, threading.Lock()  # (two threads print: one line at a time)
 def say(line):

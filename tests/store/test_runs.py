@@ -10,10 +10,9 @@ import sys
 
 import pytest
 
-from widecli.config.expand import make_spec
-from widecli.config.load import load_recipe
 from widecli.errors import StoreError
 from widecli.execute.run import load_model
+from widecli.recipes import load_recipe, make_spec
 from widecli.store import lock as store_lock
 from widecli.store import runs as store
 

@@ -23,13 +23,12 @@ import pandas as pd
 from widecli.analysis import plots, stats
 from widecli.analysis.frame import load_frame, ok_runs, studies
 from widecli.analysis.report import best_wide, pm, render, study_row, with_interval
-from widecli.config.expand import expand
-from widecli.config.load import load_recipe, validate
 from widecli.config.schema import Recipe, RunSpec
 from widecli.errors import RecipeError, StoreError
 from widecli.execute.plan import plan_runs
 from widecli.methods import METHODS
 from widecli.models.layout import selected_layers
+from widecli.recipes import expand, load_recipe, validate
 from widecli.sparsity.rules import RULES
 from widecli.store.runs import atomic_write
 

@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from widecli.analysis.plots import plot_kernel_accuracy, plot_kernel_distance
-from widecli.config.expand import expand, make_spec
 from widecli.config.schema import Recipe, RunSpec
 from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.errors import RecipeError
 from widecli.methods import METHODS, build, plan_weights
 from widecli.models.registry import arch
+from widecli.recipes import expand, make_spec
 from widecli.store.runs import atomic_write, finished_runs
 
 CSV, FACTOR_PNG, ACCURACY_PNG = "kernel.csv", "kernel_vs_factor.png", "kernel_vs_accuracy.png"

@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from widecli.config.expand import make_spec
-from widecli.config.load import get_dotted, set_dotted, validate
+from widecli.config.load import get_dotted, set_dotted
 from widecli.config.schema import GRID_KEYS, Recipe, RunSpec
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, WidecliError
 from widecli.execute.plan import stack_groups
 from widecli.execute.run import Event, label, run_group_when_free
+from widecli.recipes import make_spec, validate
 from widecli.store import runs as store
 
 DEFAULT_KEY = "train.lr"

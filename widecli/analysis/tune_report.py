@@ -16,9 +16,9 @@ import yaml
 from widecli.analysis import plots
 from widecli.analysis.report import render
 from widecli.analysis.tune import Cell, Setup, _optuna, open_study
-from widecli.config.expand import make_spec
-from widecli.config.load import get_dotted, load_recipe, parse_override, set_dotted
+from widecli.config.load import get_dotted, parse_override, set_dotted
 from widecli.errors import RecipeError
+from widecli.recipes import load_recipe, make_spec
 from widecli.store.runs import atomic_write
 
 

@@ -26,20 +26,19 @@ from widecli.analysis import tune as tune_mod
 from widecli.analysis import tune_report
 from widecli.cli import render, tuning
 from widecli.cli.render import out
-from widecli.config.expand import expand, make_spec
-from widecli.config.load import load_recipe
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.engine import dist
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, ResourceError, WidecliError
 from widecli.execute import preflight, provenance
-from widecli.execute.plan import plan_runs, run_status
 from widecli.execute import slurm as slurm_mod
+from widecli.execute.plan import plan_runs, run_status
 from widecli.execute.run import LOST_LEASE, run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.methods import METHODS, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
+from widecli.recipes import expand, load_recipe, make_spec
 from widecli.store import manage
 from widecli.store.lock import break_lease
 from widecli.store.lock import leases as lease_list
@@ -224,7 +223,7 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     """Validate a recipe and print every planned run with widths, nonzeros and connectivity; runs
     whose model cannot fit in the device's memory (the estimate train and sweep refuse) exit 2."""
     r = load_recipe(recipe, set_, warn=render.warning)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     specs = expand(r)
     rows = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
     dev = resolve_device(device)
@@ -296,7 +295,7 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
            as_json: bool = JsonOpt) -> None:
     """List every weight layer: name, shape, weights, whether it can widen and whether it is masked."""
     r = load_recipe(recipe, set_, _run_flags(factor, method, None), warn=render.warning)
-    shape, classes = describe(r.data)
+    shape, classes = shape_of(r.data)
     spec = make_spec(r, factor, method, r.seeds[0])
     if as_json:
         render.json_out({"recipe": r.name, "factor": factor, "method": spec.method, "widen_layers": spec.widen_layers,
@@ -358,7 +357,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
         _break_locks(results, r.name, yes)
     if dry_run:
         preflight.results_dir(results, [r.name], write=False)
-        shape, classes = describe(r.data)
+        shape, classes = shape_of(r.data)
         planned = plan_runs(specs, results, force, retry_failed)
         if as_json:
             render.json_out({"recipe": r.name, "runs": [

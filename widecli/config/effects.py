@@ -4,14 +4,14 @@
 Only keys the recipe gives explicitly are judged (a default that does not apply is not a mistake).
 A setting without effect at every point of the recipe's grid is an error; one without effect at
 some sweep points only (a sweep over `train.optimizer` with `train.momentum` set) is legitimate
-and becomes a warning, printed once by the command.
+and becomes a warning, printed once by the command. Which methods use the sparsity settings and
+which mask families move their masks are the catalog's to say (config.catalog).
 """
 
 from __future__ import annotations
 
+from widecli.config.catalog import Catalog
 from widecli.config.schema import Recipe
-from widecli.methods import METHODS
-from widecli.sparsity.families import family
 
 # Appended to the reasons that come from a narrowed grid (`--set widen.factors=[1]` to train the
 # baselines only, `--method dense`): legitimate, so always a warning, never an error.
@@ -23,7 +23,7 @@ def _given(section, key: str) -> bool:
     return key in section.model_fields_set
 
 
-def ineffective(r: Recipe) -> list[tuple[str, str]]:
+def ineffective(r: Recipe, catalog: Catalog) -> list[tuple[str, str]]:
     """(dotted key, why it does nothing) for every explicitly given setting of `r` that has no
     effect on any run of `r` as it stands (one grid point: sweep axes already applied)."""
     t, m, s, d = r.train, r.model, r.sparsity, r.data
@@ -60,7 +60,7 @@ def ineffective(r: Recipe) -> list[tuple[str, str]]:
         if _given(m, "batchnorm") and m.arch != "cnn":
             out.append(("model.batchnorm", f"applies to the cnn only; {m.arch} always has BatchNorm"))
     wide = [f for f in r.widen.factors if f != 1]
-    sparse = [x for x in r.widen.methods if METHODS.get(x).uses_sparsity]
+    sparse = [x for x in r.widen.methods if catalog.uses_sparsity(x)]
     if not wide or not sparse:
         why = ("every factor is 1 (the dense baseline)" if not wide
                else f"no method in widen.methods ({', '.join(r.widen.methods)}) uses sparsity")
@@ -84,13 +84,13 @@ def ineffective(r: Recipe) -> list[tuple[str, str]]:
     return out
 
 
-def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
+def judge(points: list[Recipe], catalog: Catalog) -> tuple[list[str], list[str]]:
     """(errors, warnings) over the grid's points: a setting without effect at every point is an
     error, at some points a warning (legitimate in a sweep), and one left unused by the grid's
     factors or methods always a warning. Each names its key."""
-    found = [dict(ineffective(p)) for p in points]
+    found = [dict(ineffective(p, catalog)) for p in points]
     keys = list(dict.fromkeys(k for f in found for k in f))
-    errors, warnings = list(dict.fromkeys(c for p in points for c in mask_conflicts(p))), []
+    errors, warnings = list(dict.fromkeys(c for p in points for c in mask_conflicts(p, catalog))), []
     for key in keys:
         where = [f for f in found if key in f]
         if len(where) == len(found) and not where[0][key].endswith(GRID):
@@ -99,7 +99,6 @@ def judge(points: list[Recipe]) -> tuple[list[str], list[str]]:
             at = "" if len(where) == len(found) else f" at {len(where)} of {len(found)} sweep points"
             warnings.append(f"{key}: has no effect{at} ({where[0][key]})")
     return errors, warnings
-
 
 
 # --------------------------------------------------------------------------- mask families (issue 29)
@@ -118,13 +117,13 @@ def mask_settings(r: Recipe) -> list[tuple[str, str]]:
             for key, families in MASK_SETTINGS.items() if _given(s, key) and not set(chosen) & set(families)]
 
 
-def mask_conflicts(r: Recipe) -> list[str]:
+def mask_conflicts(r: Recipe, catalog: Catalog) -> list[str]:
     """Settings that cannot train together with the chosen mask family (an error at any grid point)."""
     s, t = r.sparsity, r.train
-    if not any(f != 1 for f in r.widen.factors) or not any(METHODS.get(x).uses_sparsity for x in r.widen.methods):
+    if not any(f != 1 for f in r.widen.factors) or not any(catalog.uses_sparsity(x) for x in r.widen.methods):
         return []
     out = []
-    if family(s.mask).dynamic and t.backend == "sparse":
+    if catalog.moves_masks(s.mask) and t.backend == "sparse":
         out.append(f"train.backend: sparse keeps each layer's kept positions fixed (CSR), but sparsity.mask "
                    f"{s.mask} moves them during training; use train.backend auto or dense (auto trains {s.mask} "
                    f"dense)")

@@ -1,6 +1,9 @@
 """Reading recipes: YAML with unique keys composed over its `base:` recipes (config.compose),
 `--set key.sub=value` overrides, and validation errors turned into one line naming the file (or the
 `--set`) that holds the bad key, the dotted key, the value and what is allowed.
+
+Every function that validates takes the `catalog` the recipe's names are checked against
+(config.catalog); `widecli.recipes` binds them to the registries.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from widecli.config import effects
+from widecli.config.catalog import Catalog
 from widecli.config.compose import BASE, Composed, compose, read_yaml, yaml_reason  # noqa: F401 (read_yaml: API)
 from widecli.config.schema import Recipe
 from widecli.errors import RecipeError
@@ -24,7 +28,7 @@ from widecli.errors import RecipeError
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None,
                 flags: dict[str, tuple[str, object]] | None = None,
-                warn: Callable[[str], None] | None = None) -> Recipe:
+                warn: Callable[[str], None] | None = None, *, catalog: Catalog) -> Recipe:
     """Read a YAML recipe (and its bases), apply `key.sub=value` overrides and validate it.
 
     flags: command-line options that set recipe keys, `{"--factor": ("widen.factors", [2.0])}`:
@@ -41,8 +45,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None,
         c.set(key, value, source=f"--set {item}")
     # The recipe and its overrides must be valid on their own, before the flags replace keys; settings
     # without effect are judged here too (a flag such as --factor 1 narrows the grid legitimately).
-    own = validate(c.raw, str(path), c)
-    errors, warnings = effects.judge(sweep_points(own))
+    own = validate(c.raw, str(path), c, catalog=catalog)
+    errors, warnings = effects.judge(sweep_points(own, catalog=catalog), catalog)
     if errors:
         raise RecipeError(f"{_blame(errors[0], c)}: {errors[0]}")
     for line in warnings if warn else ():
@@ -53,7 +57,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None,
         c.set(key, value, source=shown)
         given.append(shown)
     # own was valid: what fails now fails for the flags, named beside the recipe they narrow
-    return validate(c.raw, f"{path} with {', '.join(given)}") if given else own
+    return validate(c.raw, f"{path} with {', '.join(given)}", catalog=catalog) if given else own
 
 
 def _blame(line: str, c: Composed) -> str:
@@ -62,7 +66,7 @@ def _blame(line: str, c: Composed) -> str:
     return c.source(m.group(1)) if m else c.top
 
 
-def sweep_points(recipe: Recipe) -> list[Recipe]:
+def sweep_points(recipe: Recipe, *, catalog: Catalog) -> list[Recipe]:
     """The recipe at each point of its sweep axes (the recipe itself without axes), validated; each
     keeps which keys were given explicitly (what config.effects judges)."""
     if not recipe.sweep:
@@ -73,7 +77,7 @@ def sweep_points(recipe: Recipe) -> list[Recipe]:
         raw = copy.deepcopy(base)
         for key, value in zip(recipe.sweep, combo):
             set_dotted(raw, key, value, source=f"sweep.{key}")
-        points.append(validate(raw, f"{recipe.name}: sweep point {dict(zip(recipe.sweep, combo))}"))
+        points.append(validate(raw, f"{recipe.name}: sweep point {dict(zip(recipe.sweep, combo))}", catalog=catalog))
     return points
 
 
@@ -113,11 +117,11 @@ def get_dotted(d: dict, key: str) -> Any:
     return node
 
 
-def validate(raw: dict, source: str, composed: Composed | None = None) -> Recipe:
-    """A Recipe from `raw`; RecipeError naming `source`, or with `composed` the file or `--set`
-    in the chain that set the bad key."""
+def validate(raw: dict, source: str, composed: Composed | None = None, *, catalog: Catalog) -> Recipe:
+    """A Recipe from `raw`, its names checked against `catalog`; RecipeError naming `source`, or
+    with `composed` the file or `--set` in the chain that set the bad key."""
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(raw, context={"catalog": catalog})
     except ValidationError as e:
         err = e.errors()[0]
         message = _describe(err, raw)

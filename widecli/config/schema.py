@@ -1,8 +1,11 @@
 """The typed schema of a recipe and of a RunSpec (one fully resolved run).
 
-Validated by pydantic with extra="forbid"; names of data sets, models, rules and methods are
-checked against their registries here, once. Loading and error wording live in `config.load`,
-expansion into RunSpecs in `config.expand`, the run id in `config.identity`.
+Validated by pydantic with extra="forbid". The names a recipe uses (data set, architecture, rule,
+mask family, methods, layer names) are checked against the Catalog that validation is handed
+(`config.catalog`; `widecli.recipes` hands it the registries), so this module imports no registry
+and every layer can name RunSpec. Without a catalog (a stored RunSpec read back) names are not
+checked. Loading and error wording live in `config.load`, expansion into RunSpecs in
+`config.expand`, the run id in `config.identity`.
 """
 
 from __future__ import annotations
@@ -13,26 +16,29 @@ import math
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from widecli.config import identity
-from widecli.data.normalize import OFFICIAL_DATASETS
-from widecli.data.registry import DATASETS
 from widecli.errors import RecipeError
-from widecli.methods import METHODS
-from widecli.models.registry import ARCHS, base_widths, widenable_layers
-from widecli.registry import Registry
-from widecli.sparsity.families import family
-from widecli.sparsity.rules import RULES
+
+# pixelwise_batch_official repeats MNIST's own global Normalize: meaningful for MNIST digits only.
+OFFICIAL_DATASETS = ("mnist", "mnist5k")
 
 
-def _registered(registry: Registry, name: str) -> str:
-    """`name` if the registry knows it (built-in, entry point or module:attr), else a ValueError
-    saying what is allowed (the key is added by config.load)."""
-    try:
-        registry.get(name)
-    except RecipeError as e:
-        raise ValueError(str(e).split(": ", 1)[-1]) from None
+def _catalog(info: ValidationInfo):
+    """The Catalog this validation checks names against (config.load passes it); None: unchecked."""
+    return (info.context or {}).get("catalog")
+
+
+def _known(info: ValidationInfo, key: str, name: str, keep_key: bool = False) -> str:
+    """`name` if the catalog knows it under `key`, else a ValueError saying what is allowed (without
+    the key, which config.load adds; keep_key: for whole-recipe checks, whose message names it)."""
+    catalog = _catalog(info)
+    if catalog is not None:
+        try:
+            catalog.check(key, name)
+        except RecipeError as e:
+            raise ValueError(str(e) if keep_key else str(e).split(": ", 1)[-1]) from None
     return name
 
 
@@ -146,13 +152,15 @@ class WidenConfig(_Strict):
 
     @field_validator("methods")
     @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
+    def _methods(cls, v: list[str], info: ValidationInfo) -> list[str]:
         if not v:
-            raise ValueError(f"must be a non-empty list of {', '.join(METHODS.names())}")
+            catalog = _catalog(info)
+            raise ValueError(f"must be a non-empty list of {', '.join(catalog.names('widen.methods'))}"
+                             if catalog else "must be a non-empty list of methods")
         if len(set(v)) != len(v):
             raise ValueError("methods must not repeat")
         for m in v:
-            _registered(METHODS, m)
+            _known(info, "widen.methods", m)
         return v
 
     @field_validator("layers")
@@ -193,8 +201,8 @@ class SparsityConfig(_Strict):
 
     @field_validator("rule")
     @classmethod
-    def _rule(cls, v: str) -> str:
-        return _registered(RULES, v)
+    def _rule(cls, v: str, info: ValidationInfo) -> str:
+        return _known(info, "sparsity.rule", v)
 
     @field_validator("mask", mode="before")
     @classmethod
@@ -211,12 +219,8 @@ class SparsityConfig(_Strict):
 
     @field_validator("mask")
     @classmethod
-    def _mask(cls, v: str) -> str:
-        try:
-            family(v)
-        except RecipeError as e:
-            raise ValueError(str(e).split(": ", 1)[-1]) from None
-        return v
+    def _mask(cls, v: str, info: ValidationInfo) -> str:
+        return _known(info, "sparsity.mask", v)
 
     @field_validator("connectivity")
     @classmethod
@@ -296,11 +300,11 @@ class Recipe(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _per_factor_covers_the_grid(self) -> "Recipe":
+    def _per_factor_covers_the_grid(self, info: ValidationInfo) -> "Recipe":
         tables = [(f"widen.per_factor.{k}", k, t, self.widen.factors) for k, t in self.widen.per_factor.items()]
         for method, keyed in self.widen.per_method_factor.items():
             try:
-                _registered(METHODS, method)
+                _known(info, "widen.methods", method)
             except ValueError as e:
                 raise ValueError(f"widen.per_method_factor.{method}: {e}") from None
             if method not in self.widen.methods:
@@ -320,20 +324,20 @@ class Recipe(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _layers_exist(self) -> "Recipe":
-        for registry, name in ((ARCHS, self.model.arch), (DATASETS, self.data.dataset)):
-            try:
-                registry.get(name)
-            except RecipeError as e:
-                raise ValueError(str(e)) from None  # the message names its key (model.arch, ...)
-        units = base_widths(self.model)
+    def _layers_exist(self, info: ValidationInfo) -> "Recipe":
+        catalog = _catalog(info)
+        if catalog is None:
+            return self
+        _known(info, "model.arch", self.model.arch, keep_key=True)  # the message names its key
+        _known(info, "data.dataset", self.data.dataset, keep_key=True)
+        units = catalog.units(self.model)
         for f in self.widen.factors:
             name, w = max(units.items(), key=lambda kv: kv[1])
             if f * w > MAX_WIDTH:
                 raise ValueError(f"widen.factors: factor {f:g} makes {name} {f * w:.3g} units wide; no layer "
                                  f"can be built wider than {MAX_WIDTH:,} (and far less fits in memory: "
                                  f"`widecli check` estimates it)")
-        widenable = widenable_layers(self.model)
+        widenable = list(units)
         if isinstance(self.widen.layers, list):
             for name in self.widen.layers:
                 if name not in widenable:

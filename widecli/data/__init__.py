@@ -1,1 +1,2 @@
-"""Data sets: the registry of loaders, resident tensors on the device, and streamed image folders."""
+"""Data sets: one record per data set (registry), their loaders, files on disk and the npz format,
+resident tensors on the device, and streamed image folders."""

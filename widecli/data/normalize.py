@@ -23,8 +23,6 @@ import torch
 # The official MLP loader's global step: transforms.Normalize((0.1307,), (0.3081,)) (MNIST's mean/std).
 MNIST_MEAN, MNIST_STD = np.float32(0.1307), np.float32(0.3081)
 PER_BATCH = ("pixelwise_batch_official", "pixelwise_batch_zero")
-# pixelwise_batch_official repeats MNIST's own global Normalize: meaningful for MNIST digits only.
-OFFICIAL_DATASETS = ("mnist", "mnist5k")
 # The official code evaluates the test set in batches of 1,000 (its test_batch_size), each
 # normalized by itself; widecli does the same for the test and validation splits.
 EVAL_BATCH_PER_BATCH = 1000

@@ -12,11 +12,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from widecli.config.schema import DataConfig
 from widecli.data import normalize, stream
-from widecli.data.registry import NO_FLIP, SHAPES, load_arrays, num_classes
+from widecli.data.registry import DATASETS, folder_datasets, load_arrays, num_classes
 from widecli.rng import generator
 
-EVAL_BATCH = 4096
+RESIDENT_EVAL_BATCH = 4096  # examples per evaluation batch: slices of the resident tensors
 
 
 @dataclass
@@ -30,6 +31,7 @@ class DeviceDataset:
     per_batch: str | None = None          # data.normalize pixelwise_batch_*: each batch by its own statistics
     x_val: torch.Tensor | None = None     # data.validation
     y_val: torch.Tensor | None = None
+    flip: bool = True                     # random horizontal flips keep the label (data.registry.DataSet)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -41,20 +43,21 @@ class DeviceDataset:
                 "test": (self.x_test, self.y_test)}[name]
 
 
-def load_dataset(cfg, device: str | torch.device = "cpu", seed: int | None = None
+def load_dataset(cfg: DataConfig, device: str | torch.device = "cpu", seed: int | None = None
                  ) -> DeviceDataset | stream.StreamDataset:
     """Load a data set and put it on the device, whole (or a StreamDataset: data.pipeline); `seed`
     (the run's) draws the training subset where data.subset_draw is `seed`, else is ignored."""
-    if stream.streamed(cfg, device):
+    if stream.streamed(cfg, device, folder_datasets()):
         return stream.load_stream(cfg)
+    record = DATASETS.get(cfg.dataset)
     s = load_arrays(cfg, seed)
-    classes = max(num_classes(s.y_train, s.y_test), SHAPES.get(cfg.dataset, (None, 0))[1])
+    classes = max(num_classes(s.y_train, s.y_test), record.num_classes or 0)
 
     def put(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
     return DeviceDataset(cfg.dataset, put(s.x_train), put(s.y_train), put(s.x_test), put(s.y_test), classes,
                          cfg.normalize if cfg.normalize in normalize.PER_BATCH else None,
-                         put(s.x_val), put(s.y_val))
+                         put(s.x_val), put(s.y_val), record.flip)
 
 
 def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
@@ -76,8 +79,6 @@ def augment(x: torch.Tensor, g: torch.Generator, flip: bool = True, pad: int = 4
     return out.reshape(*lead, c, h, w)
 
 
-
-
 class ResidentBatches:
     """The batch source of resident data: K runs' batches ([K, b, ...], [K, b]) per step, each run
     with its own data order (generator (seed, "data")); evaluation batches of the test or train split.
@@ -92,7 +93,7 @@ class ResidentBatches:
         self.augment_gens = [generator(s, "augment") for s in seeds]  # each run augments as it would alone
         self.generators = [*self.order, *self.augment_gens]  # what a checkpoint saves and restores
         self.augment = augment_ and data.x_train.dim() >= 4
-        self.flip = data.name not in NO_FLIP
+        self.flip = data.flip
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         d, k, n, bs = self.data, len(self.order), self.train_size, self.batch_size
@@ -116,7 +117,8 @@ class ResidentBatches:
         x, y = self.data.split(split)
         index = self.shard(torch.arange(len(y), device=y.device).view(1, -1))[0]
         per_batch = self.data.per_batch
-        size = (self.batch_size if split == "train" else normalize.EVAL_BATCH_PER_BATCH) if per_batch else EVAL_BATCH
+        size = (self.batch_size if split == "train" else normalize.EVAL_BATCH_PER_BATCH) if per_batch \
+            else RESIDENT_EVAL_BATCH
         for chunk in index.split(size):
             lo, hi = int(chunk[0]), int(chunk[-1]) + 1      # contiguous: slices, no gather
             yield (normalize.per_batch(per_batch, x[lo:hi], dim=0) if per_batch else x[lo:hi]), y[lo:hi]

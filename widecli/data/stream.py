@@ -17,18 +17,18 @@ import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from widecli.config.schema import DataConfig
 from widecli.errors import DataError
 from widecli.rng import generator
 
-FOLDER_DATASETS = ("imagenet", "image_folder")
 CROP, RESIZE = 224, 256
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics (torchvision)
-EVAL_BATCH = 256
+STREAM_EVAL_BATCH = 256  # images per evaluation batch (decoded by the workers)
 CPU_RESIDENT_LIMIT = 4 * 2**30  # pipeline auto on CPU: stream when decoded float32 data exceed this
 
 
@@ -55,7 +55,7 @@ class StreamDataset:
         return torch.as_tensor(self.test.targets)
 
 
-def folder(cfg) -> Path:
+def folder(cfg: DataConfig) -> Path:
     """The folder holding train/ and val/: data.root itself, or data.root/<dataset>."""
     root = Path(cfg.root).expanduser()
     for candidate in (root, root / cfg.dataset):
@@ -94,7 +94,7 @@ def image_folder(path: Path, transform, classes: list[str] | None = None):
     return ds
 
 
-def class_names(cfg) -> list[str]:
+def class_names(cfg: DataConfig) -> list[str]:
     root = folder(cfg) / "train"
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not names:
@@ -102,22 +102,23 @@ def class_names(cfg) -> list[str]:
     return names
 
 
-def describe(cfg) -> tuple[tuple[int, ...], int]:
+def folder_shape(cfg: DataConfig) -> tuple[tuple[int, ...], int]:
     """(input_shape, num_classes) from the class folders alone, without reading an image."""
     return (3, CROP, CROP), len(class_names(cfg))
 
 
 def subset_index(n: int, subset: int | None) -> np.ndarray:
-    # The same fixed subset rule as data.load_arrays: part of the data, not of the run.
+    # The same fixed subset rule as data.registry.load_arrays: part of the data, not of the run.
     return np.arange(n) if subset is None else np.random.default_rng(0).permutation(n)[:subset]
 
 
-def streamed(cfg, device: torch.device | str) -> bool:
-    """Whether a data config is read by the streaming pipeline (data.pipeline; auto: by decoded size)."""
-    if cfg.pipeline == "device" or (cfg.pipeline == "auto" and cfg.dataset not in FOLDER_DATASETS):
+def streamed(cfg: DataConfig, device: torch.device | str, folders: Sequence[str]) -> bool:
+    """Whether a data config is read by the streaming pipeline (data.pipeline; auto: by decoded size);
+    `folders`: the image-folder data sets (data.registry.folder_datasets), the only ones it reads."""
+    if cfg.pipeline == "device" or (cfg.pipeline == "auto" and cfg.dataset not in folders):
         return False
-    if cfg.dataset not in FOLDER_DATASETS:
-        raise DataError(f"data.pipeline: stream reads image folders ({', '.join(FOLDER_DATASETS)}); "
+    if cfg.dataset not in folders:
+        raise DataError(f"data.pipeline: stream reads image folders ({', '.join(folders)}); "
                         f"{cfg.dataset} fits on the device: use pipeline auto or device")
     if cfg.pipeline == "stream":
         return True
@@ -136,7 +137,7 @@ def resident_limit(device: torch.device) -> int:
     return CPU_RESIDENT_LIMIT
 
 
-def load_stream(cfg) -> StreamDataset:
+def load_stream(cfg: DataConfig) -> StreamDataset:
     """The streaming data set of a folder config (no image is decoded here)."""
     if cfg.validation or cfg.subset_draw != "fixed":
         key = "data.validation" if cfg.validation else "data.subset_draw"
@@ -152,7 +153,7 @@ def load_stream(cfg) -> StreamDataset:
                          len(classes), cfg.workers, cfg.normalize != "none")
 
 
-def arrays(cfg):
+def arrays(cfg: DataConfig):
     """The device path for a folder that fits: every image decoded once with the eval transform."""
     ds = load_stream(cfg)
 
@@ -226,7 +227,7 @@ class StreamBatches:
         ds = data.test if split == "test" else data.train_eval
         index = torch.arange(len(ds)) if split == "test" else torch.from_numpy(data.train_index)
         index = self.shard(index.view(1, -1))[0]
-        chunks = [c.tolist() for c in index.split(EVAL_BATCH)]
+        chunks = [c.tolist() for c in index.split(STREAM_EVAL_BATCH)]
         for x, y in loader(ds, chunks, data.workers, self.device, None):
             yield to_device(x, self.device, data.normalize), y.to(self.device, non_blocking=True)
 

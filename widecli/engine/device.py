@@ -10,6 +10,7 @@ import sys
 import torch
 
 from widecli import __version__
+from widecli.config.schema import TrainConfig
 from widecli.errors import DeviceError
 
 
@@ -32,7 +33,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def autocast(cfg, device: torch.device):
+def autocast(cfg: TrainConfig, device: torch.device):
     """(context, name): bf16 autocast on CUDA when precision is auto (DESIGN: Training); fp32 on CPU."""
     name = "bf16" if cfg.precision == "auto" and device.type == "cuda" else cfg.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)

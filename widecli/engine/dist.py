@@ -32,7 +32,7 @@ class Single:
     def shard(self, idx: torch.Tensor) -> torch.Tensor:
         return idx
 
-    def grad_scale(self, local: int, full: int) -> float:
+    def grad_scale(self, local: int, global_batch: int) -> float:
         return 1.0
 
     def all_reduce(self, *tensors: torch.Tensor) -> None:
@@ -52,9 +52,9 @@ class Distributed(Single):
         """This rank's columns of a global batch of indices [K, B] (contiguous, sizes differ by <= 1)."""
         return torch.tensor_split(idx, self.world, dim=1)[self.rank]
 
-    def grad_scale(self, local: int, full: int) -> float:
+    def grad_scale(self, local: int, global_batch: int) -> float:
         """Loss factor making DDP's gradient average (over ranks) the mean over the global batch."""
-        return local * self.world / full
+        return local * self.world / global_batch
 
     def all_reduce(self, *tensors: torch.Tensor) -> None:
         """Sum tensors over ranks, in place."""

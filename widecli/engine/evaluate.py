@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from widecli.engine.dist import Single
-from widecli.engine.steps import Stack
+from widecli.engine.stack import Stack
 
 
 @torch.no_grad()

@@ -19,24 +19,21 @@ from typing import Callable
 
 import torch
 
-from widecli.data.resident import ResidentBatches
+from widecli.config.schema import RunSpec, TrainConfig
+from widecli.data.resident import DeviceDataset, ResidentBatches
 from widecli.data.stream import StreamBatches, StreamDataset
 from widecli.engine import dist as dist_mod
 from widecli.engine import masking, threads
 from widecli.engine.checkpoint import Checkpoint
 from widecli.engine.device import autocast, environment
 from widecli.engine.evaluate import evaluate
-from widecli.engine.steps import (
-    AutogradStep,
-    MaskUpdateStep,
-    Stack,
-    fused_step,
-    fused_usable,
-    lr_at,
-    make_optimizer,
-)
+from widecli.engine.fused import fused_step, fused_usable
+from widecli.engine.optim import lr_at, make_optimizer
+from widecli.engine.stack import Stack
+from widecli.engine.steps import AutogradStep, MaskUpdateStep
 from widecli.methods import build
 from widecli.models.layout import is_stacked
+from widecli.models.registry import arch
 from widecli.sparsity import csr
 from widecli.sparsity.masks import MaskEnforcer
 
@@ -47,7 +44,7 @@ ProgressFn = Callable[[int, int, list[dict]], None]   # (epoch, epochs, last met
 class Outcome:
     """What one run produced: per-epoch metrics, final metrics, the trained state and its masks."""
 
-    spec: object
+    spec: RunSpec
     status: str                                  # ok | diverged | failed
     metrics: list[dict] = field(default_factory=list)
     final: dict = field(default_factory=dict)
@@ -88,7 +85,8 @@ class EpochResult:
     val_accuracy: torch.Tensor | None = None
 
 
-def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callbacks: list, cfg, dist) -> None:
+def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callbacks: list, cfg: TrainConfig,
+               dist) -> None:
     """Train from state.epoch to cfg.epochs, or until every run has diverged.
 
     test() gives {"test": (loss, accuracy)} per run, and "val" with a validation split."""
@@ -102,8 +100,8 @@ def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callb
         device = next(model.parameters()).device
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, dtype=torch.long, device=device)
-        for x, y, full in source.epoch(epoch):
-            losses, out = step(x, y, full)
+        for x, y, global_batch in source.epoch(epoch):
+            losses, out = step(x, y, global_batch)
             with torch.no_grad():
                 loss_sum.add_(losses, alpha=y.shape[1])
                 correct.add_((out.argmax(-1) == y).sum(1))
@@ -169,7 +167,7 @@ class _Batches:
             yield x, y, min(self.batch_size, self.train_size - i)
 
 
-def batch_source(data, specs: list, device: torch.device, dist):
+def batch_source(data: DeviceDataset | StreamDataset, specs: list[RunSpec], device: torch.device, dist):
     """Resident tensors (K seeds, each its own order) or a streamed folder (one run)."""
     cfg = specs[0].train
     if isinstance(data, StreamDataset):
@@ -177,8 +175,8 @@ def batch_source(data, specs: list, device: torch.device, dist):
     return ResidentBatches(data, [s.seed for s in specs], cfg.batch_size, cfg.augment, dist.shard)
 
 
-def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = None,
-        checkpoint_dir=None) -> list[Outcome]:
+def fit(specs: list[RunSpec], data: DeviceDataset | StreamDataset, device: torch.device,
+        on_epoch: ProgressFn | None = None, checkpoint_dir=None) -> list[Outcome]:
     """Train one run, or several runs differing only in seed stacked into one model.
 
     With checkpoint_dir and train.checkpoint_every, resumes from and saves a checkpoint there."""
@@ -192,14 +190,14 @@ def fit(specs: list, data, device: torch.device, on_epoch: ProgressFn | None = N
     built = build(specs, data.input_shape, data.num_classes, device, batches)
     model = built.model
     _, threads_rule = threads.apply(specs, data.input_shape, data.num_classes, device)
-    stack = Stack(k, any(is_stacked(m) for m in model.modules()), getattr(model, "solo_layout", None) == "squeeze")
-    if k > 1 and not stack.stacked:
-        raise ValueError(f"{spec.model.arch} cannot train stacked runs")
     sparse = csr.sparse_layers(cfg.backend, built.plan, device, k, model)
     csr.sparsify(model, built.masks, sparse)
-    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+    channels_last = device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # NHWC: faster cuDNN convs (DESIGN: Training)
-        model._channels_last = True
+    stack = Stack(k, any(is_stacked(m) for m in model.modules()), arch(spec.model).grouped, channels_last)
+    if k > 1 and not stack.stacked:
+        raise ValueError(f"{spec.model.arch} cannot train stacked runs")
     forward = dist.wrap(model, torch.compile(model) if cfg.compile else model, device)
     opt = make_optimizer(cfg, model.parameters())
     enforcer = MaskEnforcer(model, built.masks)

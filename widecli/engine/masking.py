@@ -16,13 +16,15 @@ import time
 import torch
 from torch import nn
 
+from widecli.config.schema import RunSpec
+from widecli.methods import Built, WeightPlan
 from widecli.models.layout import is_stacked, weight_modules
 from widecli.sparsity.dynamic import MaskUpdater
 from widecli.sparsity.families import family
 from widecli.sparsity.masks import MaskEnforcer
 
 
-def updater(specs: list, built, model: nn.Module, opt: torch.optim.Optimizer, enforcer: MaskEnforcer,
+def updater(specs: list[RunSpec], built: Built, model: nn.Module, opt: torch.optim.Optimizer, enforcer: MaskEnforcer,
             steps_per_epoch: int) -> MaskUpdater | None:
     """The SET/RigL mask updater of a (stacked) group; None when its masks are fixed."""
     spec = specs[0]
@@ -38,7 +40,7 @@ def updater(specs: list, built, model: nn.Module, opt: torch.optim.Optimizer, en
 
 
 @torch.no_grad()
-def records(model: nn.Module, masks: dict[str, torch.Tensor], plan, dynamic: MaskUpdater | None,
+def records(model: nn.Module, masks: dict[str, torch.Tensor], plan: WeightPlan, dynamic: MaskUpdater | None,
             k: int, alive: torch.Tensor | None = None) -> list[dict[str, dict]]:
     """Per run: {layer: {"kept": mask entries, "moved": fraction (dynamic masks only)}}.
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from widecli.config.schema import RunSpec
 from widecli.errors import RecipeError
 from widecli.methods import distinct_models, plan_weights, trace_meta
 
@@ -76,7 +77,7 @@ def busy_elsewhere(samples: int = 5, interval: float = 0.01) -> int:
         return max(0, round(os.getloadavg()[0]))
 
 
-def step_macs(specs: list, input_shape, num_classes: int) -> float:
+def step_macs(specs: list[RunSpec], input_shape, num_classes: int) -> float:
     """Multiply-adds of one training step's forward for a (stacked) group, from its plan on the
     meta device (no allocation): every weight layer's output elements x its fan-in."""
     spec = specs[0]
@@ -96,7 +97,7 @@ def step_macs(specs: list, input_shape, num_classes: int) -> float:
     return float(total) * spec.train.batch_size * len(specs)
 
 
-def choose(specs: list, input_shape, num_classes: int, device: torch.device) -> tuple[int, str]:
+def choose(specs: list[RunSpec], input_shape, num_classes: int, device: torch.device) -> tuple[int, str]:
     """(threads, why) for a group about to train on `device`."""
     budget = max(1, cores() // _settings.jobs)
     if _settings.cap:
@@ -113,7 +114,7 @@ def choose(specs: list, input_shape, num_classes: int, device: torch.device) -> 
     return n, f"auto: {macs:.2g} multiply-adds per step; {free} free core(s) over {_settings.jobs} job(s)"
 
 
-def apply(specs: list, input_shape, num_classes: int, device: torch.device) -> tuple[int, str]:
+def apply(specs: list[RunSpec], input_shape, num_classes: int, device: torch.device) -> tuple[int, str]:
     """Set torch's intra-op threads for this group; (threads, why)."""
     n, why = choose(specs, input_shape, num_classes, device)
     if torch.get_num_threads() != n:
@@ -121,7 +122,7 @@ def apply(specs: list, input_shape, num_classes: int, device: torch.device) -> t
     return n, why
 
 
-def auto_jobs(specs: list, device: torch.device) -> int:
+def auto_jobs(specs: list[RunSpec], device: torch.device) -> int:
     """`--jobs auto`: one worker process per free core when every run's step is small (each then
     trains with one thread: the cores are used by processes, which never wait on each other), else
     1 (a large run's threads use the cores). On CUDA, 1: the GPU, not the cores, is what runs use."""

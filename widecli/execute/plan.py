@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.engine import threads
 from widecli.errors import WidecliError
 from widecli.methods import distinct_models, plan_weights
@@ -135,7 +135,7 @@ def should_stack(specs: list, device: torch.device, input_shape=None, num_classe
     if s.train.backend == "sparse" or s.data.subset_draw == "seed":
         return False  # CSR weights hold one run; each run its own training subset
     if input_shape is None:
-        input_shape, num_classes = describe(s.data)
+        input_shape, num_classes = shape_of(s.data)
     p = plan_weights(s, input_shape, num_classes)
     if s.model.arch != "mlp":  # convnets stack through grouped convs (models.stacked_conv)
         if p.ranks:

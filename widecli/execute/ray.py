@@ -23,7 +23,7 @@ import torch
 
 from widecli import __version__
 from widecli.config.schema import RunSpec
-from widecli.data.registry import describe
+from widecli.data.registry import shape_of
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import SweepError, WidecliError
@@ -120,7 +120,7 @@ def _memory(specs: list[RunSpec]) -> int:
     """Bytes to reserve for a group on a worker: the preflight estimate (a lower bound) of its runs;
     0 (no reservation) when the driver cannot describe the data: the worker will say why."""
     try:
-        shape, classes = describe(specs[0].data)
+        shape, classes = shape_of(specs[0].data)
         return int(preflight.estimate(specs[0], shape, classes).total * len(specs))
     except WidecliError:
         return 0

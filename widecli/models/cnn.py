@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from widecli.config.schema import ModelConfig
 from widecli.models.layers import conv, image_shape, linear
 
 LAYERS = ("conv1", "conv2", "conv3")
@@ -38,11 +39,11 @@ class CNN(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def base_widths(cfg) -> dict[str, int]:
+def base_widths(cfg: ModelConfig) -> dict[str, int]:
     return {name: cfg.width * 2 ** i for i, name in enumerate(LAYERS)}
 
 
-def build(cfg, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
+def build(cfg: ModelConfig, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
           rank_nonlinear: bool = False) -> CNN:
     return CNN(widths, image_shape("cnn", input_shape), num_classes, cfg.batchnorm, ranks,
                rank_nonlinear)

@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from widecli.config.schema import ModelConfig
 from widecli.errors import RecipeError
 from widecli.models import registry
 
@@ -19,7 +20,7 @@ from widecli.models import registry
 WEIGHT_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def selected_layers(model_cfg, layers) -> list[str]:
+def selected_layers(model_cfg: ModelConfig, layers: str | list[str]) -> list[str]:
     """Resolve `widen.layers` (first | last | all | [names]) to unit names."""
     names = registry.widenable_layers(model_cfg)
     if layers == "first":
@@ -35,7 +36,7 @@ def selected_layers(model_cfg, layers) -> list[str]:
     return [n for n in names if n in layers]
 
 
-def widths(model_cfg, layers, factor: float) -> dict[str, int]:
+def widths(model_cfg: ModelConfig, layers: str | list[str], factor: float) -> dict[str, int]:
     """Baseline widths with each selected unit scaled to round(factor * width)."""
     chosen = set(selected_layers(model_cfg, layers))
     return {name: max(1, round(factor * w)) if name in chosen else w

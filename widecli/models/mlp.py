@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from widecli.config.schema import ModelConfig
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
 
 
@@ -133,11 +135,11 @@ class MLP(nn.Module):
         return out[0] if unstacked and self.stack == 1 else out
 
 
-def base_widths(cfg) -> dict[str, int]:
+def base_widths(cfg: ModelConfig) -> dict[str, int]:
     return {f"fc{i + 1}": h for i, h in enumerate(cfg.hidden)}
 
 
-def build(cfg, widths: dict[str, int], input_shape, num_classes: int, stack: int = 1,
+def build(cfg: ModelConfig, widths: dict[str, int], input_shape, num_classes: int, stack: int = 1,
           ranks: dict[str, int] | None = None, rank_nonlinear: bool = False) -> MLP:
     n_in = math.prod(input_shape)
     sizes = [n_in] + [widths[name] for name in base_widths(cfg)] + [num_classes]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from widecli.config.schema import ModelConfig
 from widecli.errors import RecipeError
 from widecli.models import cnn, mlp, resnet, resnet_imagenet
 from widecli.models.stacked_conv import stack_convnet
@@ -36,19 +37,22 @@ class Arch:
     """A model family: its units (`units(cfg)`) and its builder.
 
     build(cfg, widths, input_shape, num_classes, stack=1, ranks=None, rank_nonlinear=False).
-    stackable: the model has a leading stack dimension (K seeds train as one model).
+    stackable: K seeds can train as one model (`build(..., stack=K)`).
+    grouped: they stack as grouped convolutions (models.stacked_conv): run j's own state is the
+    stacked state's slice j, without a stack dimension (an MLP's keeps one: slice j:j+1).
     bottlenecks: the builder accepts `ranks` (the bottleneck methods can factor its layers)."""
 
     name: str
-    units: Callable[[Any], dict[str, int]]
+    units: Callable[[ModelConfig], dict[str, int]]
     build: Callable[..., nn.Module]
     stackable: bool = False
     bottlenecks: bool = True
+    grouped: bool = False
 
 
 def _builtin(name: str, module, stackable: bool = False, grouped: bool = False) -> Arch:
     """grouped: a convnet whose K seeds stack through grouped convolutions (models.stacked_conv)."""
-    def build(cfg, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
+    def build(cfg: ModelConfig, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
         if grouped:
             model = module.build(cfg, widths, input_shape, num_classes, ranks=ranks, rank_nonlinear=rank_nonlinear)
             if stack > 1:
@@ -60,7 +64,7 @@ def _builtin(name: str, module, stackable: bool = False, grouped: bool = False) 
         kw = {"stack": stack} if stackable else {}
         return module.build(cfg, widths, input_shape, num_classes, ranks=ranks,
                             rank_nonlinear=rank_nonlinear, **kw)
-    return Arch(name, module.base_widths, build, stackable or grouped)
+    return Arch(name, module.base_widths, build, stackable or grouped, grouped=grouped)
 
 
 def user_model(name: str, factory: Any) -> Arch:
@@ -81,7 +85,7 @@ def user_model(name: str, factory: Any) -> Arch:
     # A convnet opts in to stacked seeds by naming its classifier (models.stacked_conv).
     classifier = getattr(factory, "stack_classifier", None)
 
-    def build(cfg, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
+    def build(cfg: ModelConfig, widths, input_shape, num_classes, stack: int = 1, ranks=None, rank_nonlinear=False):
         if ranks and not takes_ranks:
             raise RecipeError(f"widen.methods: model {name!r} does not accept `ranks`, so the bottleneck "
                               f"methods cannot factor its layers; use sparse or dense")
@@ -96,7 +100,8 @@ def user_model(name: str, factory: Any) -> Arch:
                 raise RecipeError(f"model.arch: {name!r} cannot train stacked seeds ({e}); set train.stack: off "
                                   f"or remove its stack_classifier") from None
         return model
-    return Arch(name, lambda cfg: dict(units), build, stackable=classifier is not None, bottlenecks=takes_ranks)
+    return Arch(name, lambda cfg: dict(units), build, stackable=classifier is not None, bottlenecks=takes_ranks,
+                grouped=classifier is not None)
 
 
 ARCHS: Registry[Arch] = Registry("models", "model.arch", user_model)
@@ -106,17 +111,17 @@ ARCHS.add("resnet18", _builtin("resnet18", resnet, grouped=True))
 ARCHS.add("resnet18_imagenet", _builtin("resnet18_imagenet", resnet_imagenet, grouped=True))
 
 
-def arch(cfg) -> Arch:
+def arch(cfg: ModelConfig) -> Arch:
     return ARCHS.get(cfg.arch)
 
 
-def widenable_layers(cfg) -> list[str]:
+def widenable_layers(cfg: ModelConfig) -> list[str]:
     return list(arch(cfg).units(cfg))
 
 
-def base_widths(cfg) -> dict[str, int]:
+def base_widths(cfg: ModelConfig) -> dict[str, int]:
     return dict(arch(cfg).units(cfg))
 
 
-def build(cfg, widths, input_shape, num_classes, **kw) -> nn.Module:
+def build(cfg: ModelConfig, widths, input_shape, num_classes, **kw) -> nn.Module:
     return arch(cfg).build(cfg, widths, input_shape, num_classes, **kw)

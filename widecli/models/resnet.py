@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from widecli.config.schema import ModelConfig
 from widecli.models.layers import conv, image_shape, linear
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -65,11 +66,11 @@ class ResNet18(nn.Module):
         return self.fc(self.pool(out).flatten(1))
 
 
-def base_widths(cfg) -> dict[str, int]:
+def base_widths(cfg: ModelConfig) -> dict[str, int]:
     return {stage: cfg.width * 2 ** i for i, stage in enumerate(STAGES)}
 
 
-def build(cfg, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
+def build(cfg: ModelConfig, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
           rank_nonlinear: bool = False) -> ResNet18:
     channels, _, _ = image_shape("resnet18", input_shape)
     return ResNet18(widths, channels, num_classes, ranks, rank_nonlinear)

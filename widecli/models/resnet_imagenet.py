@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from widecli.config.schema import ModelConfig
 from widecli.models import resnet
 from widecli.models.layers import image_shape
 
@@ -26,7 +27,7 @@ class ResNet18ImageNet(resnet.ResNet18):
 base_widths = resnet.base_widths
 
 
-def build(cfg, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
+def build(cfg: ModelConfig, widths: dict[str, int], input_shape, num_classes: int, ranks=None,
           rank_nonlinear: bool = False) -> ResNet18ImageNet:
     channels, _, _ = image_shape("resnet18_imagenet", input_shape)
     return ResNet18ImageNet(widths, channels, num_classes, ranks, rank_nonlinear)

@@ -109,5 +109,4 @@ def stack_convnet(model: nn.Module, stack: int, classifier: str = "fc") -> nn.Mo
         elif list(m.parameters(recurse=False)):
             raise ValueError(f"{name}: {type(m).__name__} cannot be stacked")
     model.register_forward_pre_hook(_to_grouped)
-    model.solo_layout = "squeeze"  # run j's state is state[j] (the solo model has no stack dimension)
     return model

@@ -6,10 +6,10 @@ trainable leaf: the forward is a CSR x dense SpMM, the weight gradient a sampled
 product (SDDMM) at the kept positions only, and the input gradient an SpMM with the transposed
 pattern. The kept values and their updates are those of the dense masked path (same init, same
 elementwise optimizer), so results agree within float tolerance; after training the layer is
-turned back into the dense [1, out, in] layout that `store.load_model` reads.
+turned back into the dense [1, out, in] layout that `execute.run.load_model` reads.
 
-On CPU the kernels are widecli's own (`sparsity.kernels`, numba) and one run's whole step is fused
-(`engine.steps.SparseFusedStep`); on GPUs PyTorch's CSR kernels (cuSPARSE) under autograd.
+On CPU the kernels are widecli's own (`sparsity.csr_cpu`, numba) and one run's whole step is fused
+(`engine.fused.SparseFusedStep`); on GPUs PyTorch's CSR kernels (cuSPARSE) under autograd.
 Measured on CPU (benchmarks/sparse.py): it pays only at low connectivity, so `auto` picks it there.
 
 NaN and inf: a pruned connection is absent. Through kept weights NaN and inf propagate exactly as in
@@ -17,7 +17,7 @@ dense math, so a run whose weights or activations overflow has a non-finite loss
 `diverged` on either backend. They differ only where a non-finite value meets a pruned weight: the
 dense masked path computes 0 x NaN = NaN (and 0 x inf = NaN) there, so a NaN anywhere in an input
 example makes all of that layer's outputs NaN; here it reaches only the outputs that keep a weight
-from that input, and the others stay finite (tests/sparsity/test_kernels.py,
+from that input, and the others stay finite (tests/sparsity/test_csr_cpu.py,
 tests/properties/test_csr_props.py).
 """
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from widecli.models.mlp import StackedLinear
-from widecli.sparsity import kernels
+from widecli.sparsity import csr_cpu
 
 # `auto` makes a masked layer sparse only on CPU, at or below this connectivity and above this size:
 # the crossover measured by benchmarks/sparse.py (fused steps on both sides, one thread): the CSR
@@ -63,16 +63,16 @@ def sparse_layers(backend: str, plan, device: torch.device, stack: int = 1, mode
 
 class _CSRMatmul(torch.autograd.Function):
     """y = x @ W.T for a CSR weight W [out, in] given by (pattern, values): the numba kernels of
-    `sparsity.kernels` on CPU, PyTorch's CSR kernels (cuSPARSE) elsewhere."""
+    `sparsity.csr_cpu` on CPU, PyTorch's CSR kernels (cuSPARSE) elsewhere."""
 
     @staticmethod
     def forward(ctx, x, values, layer):
         ctx.layer = layer
         cpu = x.device.type == "cpu"
-        xT = kernels.transpose(x) if cpu else x.t().contiguous()
+        xT = csr_cpu.transpose(x) if cpu else x.t().contiguous()
         ctx.save_for_backward(xT, values)
         if cpu:
-            return kernels.spmm(layer.crow32, layer.col32, values, xT, x.new_empty(layer.out_features, len(x))).t()
+            return csr_cpu.spmm(layer.crow32, layer.col32, values, xT, x.new_empty(layer.out_features, len(x))).t()
         return torch.sparse.mm(layer.csr(values), xT).t()
 
     @staticmethod
@@ -80,17 +80,17 @@ class _CSRMatmul(torch.autograd.Function):
         xT, values = ctx.saved_tensors
         layer = ctx.layer
         cpu = grad_out.device.type == "cpu"
-        gT = kernels.transpose(grad_out) if cpu else grad_out.t().contiguous()
+        gT = csr_cpu.transpose(grad_out) if cpu else grad_out.t().contiguous()
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
             if cpu:
-                grad_x = kernels.spmm(layer.crow_t32, layer.col_t32, values, gT,
+                grad_x = csr_cpu.spmm(layer.crow_t32, layer.col_t32, values, gT,
                                       gT.new_empty(layer.in_features, gT.shape[1]), perm=layer.order_t32).t()
             else:
                 grad_x = torch.sparse.mm(layer.csr_t(values), gT).t()
         if ctx.needs_input_grad[1]:
             if cpu:
-                grad_values = kernels.sddmm(layer.crow32, layer.col32, gT, xT, torch.empty_like(values))
+                grad_values = csr_cpu.sddmm(layer.crow32, layer.col32, gT, xT, torch.empty_like(values))
             else:
                 pattern = layer.csr(torch.zeros_like(values))
                 grad_values = torch.sparse.sampled_addmm(pattern, gT, xT.t(), beta=0.0).values()

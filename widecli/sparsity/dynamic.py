@@ -26,6 +26,7 @@ import math
 import torch
 from torch import nn
 
+from widecli.config.schema import SparsityConfig
 from widecli.models.init import default_init
 from widecli.models.layout import is_stacked, weight_modules
 from widecli.rng import generator
@@ -67,7 +68,7 @@ class MaskUpdater:
     float masks are changed in place (the checkpoint and the enforcer hold the same tensors)."""
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor], enforcer: MaskEnforcer,
-                 opt: torch.optim.Optimizer, seeds: list[int], cfg, grow: str, total_steps: int,
+                 opt: torch.optim.Optimizer, seeds: list[int], cfg: SparsityConfig, grow: str, total_steps: int,
                  init_scale: dict[str, float]):
         self.layers = [(n, m) for n, m in weight_modules(model) if n in masks]
         self.masks, self.enforcer, self.opt, self.seeds = masks, enforcer, opt, seeds

@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from widecli.config.schema import RunSpec
 from widecli.errors import BudgetError, RecipeError
 from widecli.models.layout import is_stacked, weight_modules
 from widecli.registry import Registry
@@ -199,13 +200,13 @@ class MaskFamily:
     grow: str = ""                 # dynamic: "random" (SET) or "gradient" (RigL)
     scored: bool = False           # the initial mask depends on the initialized model (snip, synflow)
 
-    def check(self, shapes: dict[str, tuple[int, ...]], counts: dict[str, int], spec) -> None:
+    def check(self, shapes: dict[str, tuple[int, ...]], counts: dict[str, int], spec: RunSpec) -> None:
         """Raise BudgetError (naming sparsity.mask) where the planned counts cannot carry the family."""
         if spec.sparsity.granularity != "weight" and self.name != "random":
             raise BudgetError(f"sparsity.granularity: kernel applies to sparsity.mask random only, not "
                               f"{self.name!r}")
 
-    def initial(self, shapes: dict[str, tuple[int, ...]], counts: dict[str, int], specs: list,
+    def initial(self, shapes: dict[str, tuple[int, ...]], counts: dict[str, int], specs: list[RunSpec],
                 model: torch.nn.Module | None = None, input_shape=None,
                 batches: Batches | None = None) -> list[dict[str, torch.Tensor]]:
         """Each run's masks at step 0 (one dict per spec, exactly counts[layer] ones per layer)."""
@@ -213,7 +214,7 @@ class MaskFamily:
 
 
 class Snip(MaskFamily):
-    def initial(self, shapes, counts, specs, model=None, input_shape=None, batches=None):
+    def initial(self, shapes, counts, specs: list[RunSpec], model=None, input_shape=None, batches=None):
         if batches is None:  # e.g. `widecli kernel`: models at init without the training data
             raise RecipeError("sparsity.mask: snip chooses its masks on training batches, which this command "
                               "does not load; use random, synflow or N:M masks here")
@@ -223,7 +224,7 @@ class Snip(MaskFamily):
 
 
 class SynFlow(MaskFamily):
-    def initial(self, shapes, counts, specs, model=None, input_shape=None, batches=None):
+    def initial(self, shapes, counts, specs: list[RunSpec], model=None, input_shape=None, batches=None):
         return synflow_masks(model, {n: counts[n] for n in shapes}, [s.seed for s in specs], input_shape,
                              specs[0].sparsity.synflow_iterations)
 
@@ -233,7 +234,7 @@ class NMFamily(MaskFamily):
     n: int = 2
     m: int = 4
 
-    def check(self, shapes, counts, spec) -> None:
+    def check(self, shapes, counts, spec: RunSpec) -> None:
         super().check(shapes, counts, spec)
         for name, shape in shapes.items():
             why = nm_problem(shape, counts[name], self.n, self.m)
@@ -244,7 +245,7 @@ class NMFamily(MaskFamily):
                     f"<= N/M with inputs per output divisible by M: choose other widen.factors, rule or N:M, "
                     f"or mask random")
 
-    def initial(self, shapes, counts, specs, model=None, input_shape=None, batches=None):
+    def initial(self, shapes, counts, specs: list[RunSpec], model=None, input_shape=None, batches=None):
         return [{n: nm_mask(shape, counts[n], self.n, self.m, generator(s.seed, "mask", n))
                  for n, shape in shapes.items()} for s in specs]
 

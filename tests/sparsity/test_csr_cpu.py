@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from widecli.models.mlp import StackedLinear
-from widecli.sparsity import kernels
+from widecli.sparsity import csr_cpu
 from widecli.sparsity.csr import SparseLinear
 
 
@@ -32,7 +32,7 @@ def test_spmm_is_the_masked_matmul(batch, relu, scale, bias):
     x = torch.randn(batch, 40, generator=g)
     b = torch.randn(30, generator=g) if bias else None
     out = torch.full((30, batch), float("nan"))              # every entry must be written
-    kernels.spmm(layer.crow32, layer.col32, layer.values, kernels.transpose(x), out, b, scale, relu)
+    csr_cpu.spmm(layer.crow32, layer.col32, layer.values, csr_cpu.transpose(x), out, b, scale, relu)
     want = scale * (x @ w.t()) + (b if bias else 0.0)
     torch.testing.assert_close(out, (want.relu() if relu else want).t(), rtol=1e-5, atol=1e-5)
 
@@ -42,7 +42,7 @@ def test_transposed_spmm_is_the_input_gradient():
     w, layer = pattern(30, 40)
     g_t = torch.randn(30, 9, generator=torch.Generator().manual_seed(2))
     out = torch.empty(40, 9)
-    kernels.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, out, perm=layer.order_t32)
+    csr_cpu.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, out, perm=layer.order_t32)
     torch.testing.assert_close(out, w.t() @ g_t, rtol=1e-5, atol=1e-5)
 
 
@@ -52,15 +52,15 @@ def test_sddmm_is_the_weight_gradient_at_the_kept_positions(alpha):
     g = torch.Generator().manual_seed(3)
     x, grad = torch.randn(16, 40, generator=g), torch.randn(16, 30, generator=g)
     out = torch.full_like(layer.values, float("nan"))
-    kernels.sddmm(layer.crow32, layer.col32, kernels.transpose(grad), kernels.transpose(x), out, alpha)
+    csr_cpu.sddmm(layer.crow32, layer.col32, csr_cpu.transpose(grad), csr_cpu.transpose(x), out, alpha)
     keep = w != 0
     torch.testing.assert_close(out, alpha * (grad.t() @ x)[keep], rtol=1e-5, atol=1e-5)
 
 
 def test_fastmath_never_assumes_values_finite():
     """The compiled flags are the documented ones: no nnan/ninf (nor `fast`, which sets them)."""
-    assert kernels._FLAGS == {"reassoc", "contract", "nsz", "arcp"}
-    assert all(word in kernels.__doc__ for word in ("reassociation", "contraction", "`nsz`", "`arcp`"))
+    assert csr_cpu._FLAGS == {"reassoc", "contract", "nsz", "arcp"}
+    assert all(word in csr_cpu.__doc__ for word in ("reassociation", "contraction", "`nsz`", "`arcp`"))
 
 
 def test_a_pruned_weight_is_absent_for_nan_and_inf_inputs():
@@ -70,7 +70,7 @@ def test_a_pruned_weight_is_absent_for_nan_and_inf_inputs():
     col = torch.tensor([1, 2], dtype=torch.int32)
     x_t = torch.tensor([[float("nan")] * 3, [2.0] * 3, [float("inf")] * 3])   # inputs 0 (pruned), 1, 2
     out = torch.empty(3, 3)
-    kernels.spmm(crow, col, torch.tensor([0.5, 1.0]), x_t, out)
+    csr_cpu.spmm(crow, col, torch.tensor([0.5, 1.0]), x_t, out)
     assert out[0].eq(1.0).all() and out[1].isinf().all() and out[2].eq(0.0).all()
     dense = torch.zeros(3, 3)
     dense[0, 1], dense[1, 2] = 0.5, 1.0
@@ -82,10 +82,10 @@ def test_nan_and_inf_propagate_through_kept_weights():
     crow, col = torch.tensor([0, 1, 2], dtype=torch.int32), torch.tensor([0, 1], dtype=torch.int32)
     x_t = torch.tensor([[float("nan")] * 5, [1.0] * 5])
     out = torch.empty(2, 5)
-    kernels.spmm(crow, col, torch.tensor([1.0, float("inf")]), x_t, out, relu=True)
+    csr_cpu.spmm(crow, col, torch.tensor([1.0, float("inf")]), x_t, out, relu=True)
     assert out[0].isnan().all() and out[1].isinf().all()
     dw = torch.empty(2)
-    kernels.sddmm(crow, col, torch.ones(2, 5), x_t, dw)
+    csr_cpu.sddmm(crow, col, torch.ones(2, 5), x_t, dw)
     assert dw[0].isnan() and dw[1] == 5.0
 
 
@@ -96,7 +96,7 @@ def test_gate_is_the_relu_backward():
     g_t, a = torch.randn(30, 9, generator=g), torch.randn(40, 9, generator=g).relu()
     a[0, 0] = float("nan")
     out = torch.empty(40, 9)
-    kernels.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, out, perm=layer.order_t32, gate=a)
+    csr_cpu.spmm(layer.crow_t32, layer.col_t32, layer.values, g_t, out, perm=layer.order_t32, gate=a)
     want = torch.ops.aten.threshold_backward(w.t() @ g_t, a, 0.0)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     assert (out[a == 0] == 0).all() and out[0, 0] != 0

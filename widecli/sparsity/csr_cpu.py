@@ -1,4 +1,5 @@
-"""CPU kernels for CSR weights whose cost follows the nonzeros (numba), in the batch-minor layout.
+"""The CPU side of the CSR backend: SpMM and SDDMM compiled by numba, whose cost follows the
+nonzeros, in the batch-minor layout.
 
 Activations are kept transposed, [features, B] contiguous, so every kept weight (o, c) touches
 whole contiguous rows: the forward adds w * x[c, :] into y[o, :] (SpMM) and the weight gradient is
