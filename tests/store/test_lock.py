@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.cli.app import app
 from widecli.config.expand import expand
 from widecli.config.load import load_recipe
 from widecli.errors import SweepError
@@ -163,11 +162,9 @@ def test_break_locks_removes_gone_owners_and_keeps_live_ones(make_recipe, tmp_pa
     first, second = expand(load_recipe(recipe))
     fake_lease(tmp_path, first, lease_s=600)     # another host, renewing: only the user knows it is gone
     live = lock.try_lock(tmp_path, second)       # this process: alive here, never broken
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--dry-run"],
-                             input="n\n")
+    res = invoke("sweep", recipe, "--results", tmp_path, "--break-locks", "--dry-run", input="n\n")
     assert res.exit_code == 0 and "no lease broken" in res.output and lock.lock_path(tmp_path, first).exists()
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--yes",
-                                   "--dry-run"])
+    res = invoke("sweep", recipe, "--results", tmp_path, "--break-locks", "--yes", "--dry-run")
     assert res.exit_code == 0, res.output
     assert "broke 1 lease(s)" in res.output and "kept" in res.output
     assert not lock.lock_path(tmp_path, first).exists() and live.held()
