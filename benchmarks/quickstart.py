@@ -29,7 +29,7 @@ def minutes(seconds: float) -> str:
 
 
 def seconds(text: str) -> float:
-    """`2m05s` / `45s` / `1h02m` (cli.render.duration) -> seconds."""
+    """`2m05s` / `45s` / `1h02m` (cli.render.console.duration) -> seconds."""
     m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
     h, mi, s = (int(g) if g else 0 for g in m.groups())
     return 3600 * h + 60 * mi + s

@@ -7,10 +7,9 @@ committed results (a sweep would retrain them all).
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from widecli.analysis.frame import load_frame, studies
-from widecli.cli.app import app
 from widecli.execute.plan import plan_runs
 from widecli.recipes import expand, load_recipe
 
@@ -36,7 +35,7 @@ def test_committed_report_regenerates(tmp_path):
 
 def test_committed_report_regenerates_byte_for_byte(tmp_path):
     """`widecli report results/ --table1` rebuilds the committed results/studies/report.md and .txt exactly."""
-    res = CliRunner().invoke(app, ["report", str(STUDY_RESULTS), "--table1", "--out", str(tmp_path)])
+    res = invoke("report", STUDY_RESULTS, "--table1", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     for name in ("report.md", "report.txt"):
         assert (tmp_path / name).read_bytes() == (STUDY_RESULTS / name).read_bytes(), name

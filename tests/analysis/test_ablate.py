@@ -7,10 +7,9 @@ import statistics
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from widecli.analysis import ablate
-from widecli.cli.app import app
 from widecli.errors import RecipeError
 from widecli.recipes import load_recipe
 from widecli.store import runs as store
@@ -57,13 +56,12 @@ def test_arms_cross_product_reference_and_dedup(two_layer, make_recipe):
 
 
 def test_bad_values_exit_2_with_one_line(two_layer):
-    cli = CliRunner()
     for args, words in [(["--rule", "wide"], "--rule: unknown value 'wide'"),
                         (["--method", "sparse2"], "--method: unknown value 'sparse2'"),
                         (["--widen-layers", "fc9"], "unknown layer 'fc9'"),
                         (["--set", "train.lr=-1"], "train.lr"),
                         (["--no-reference"], "needs at least one")]:
-        res = cli.invoke(app, ["ablate", str(two_layer), *args, "--dry-run"])
+        res = invoke("ablate", two_layer, *args, "--dry-run")
         assert res.exit_code == 2, res.output
         assert words in res.output and len(res.output.strip().splitlines()) == 1
     with pytest.raises(RecipeError):
@@ -72,14 +70,11 @@ def test_bad_values_exit_2_with_one_line(two_layer):
 
 def test_tiny_real_ablation_and_rerun(two_layer, tmp_path):
     results = tmp_path / "results"
-    cli = CliRunner()
-    res = cli.invoke(app, ["ablate", str(two_layer), "--widen-layers", "all", "--results", str(results),
-                           "--device", "cpu", "--dry-run"])
+    res = invoke("ablate", two_layer, "--widen-layers", "all", "--results", results, "--device", "cpu", "--dry-run")
     assert res.exit_code == 0, res.output
     assert "total (distinct runs)" in res.output and not (results / "abl").exists()
 
-    res = cli.invoke(app, ["ablate", str(two_layer), "--widen-layers", "all", "--results", str(results),
-                           "--device", "cpu"])
+    res = invoke("ablate", two_layer, "--widen-layers", "all", "--results", results, "--device", "cpu")
     assert res.exit_code == 0, res.output
     finished = store.finished_runs(results, "abl")
     assert len(finished) == 10 and "trained 10" in res.output  # 2 arms x 6 runs, baseline shared
@@ -113,8 +108,7 @@ def test_tiny_real_ablation_and_rerun(two_layer, tmp_path):
 
     # re-running trains nothing and leaves every result file untouched
     mtimes = {rid: (results / "abl" / rid / "result.json").stat().st_mtime_ns for rid in finished}
-    res = cli.invoke(app, ["ablate", str(two_layer), "--widen-layers", "all", "--results", str(results),
-                           "--device", "cpu"])
+    res = invoke("ablate", two_layer, "--widen-layers", "all", "--results", results, "--device", "cpu")
     assert res.exit_code == 0 and "trained 0, 10 already finished" in res.output
     assert mtimes == {rid: (results / "abl" / rid / "result.json").stat().st_mtime_ns for rid in finished}
     dry = ablate.dry_run(ablate.arms(two_layer, ["all"])[0], results).set_index("arm")

@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke
 
 from widecli.analysis.frame import load_frame
 from widecli.analysis.report import table1_of
-from widecli.cli.app import app
 from widecli.execute import sweep
 from widecli.methods import macs, plan_weights
 from widecli.recipes import expand, load_recipe
@@ -40,8 +39,7 @@ sweep: {{sparsity.mask: [random, rigl]}}
 
 
 def test_table1_csv_carries_the_compute_of_each_cell(results, tmp_path):
-    res = CliRunner().invoke(app, ["report", str(results), "--table1", "--runs", "--format", "csv", "--out",
-                                   str(tmp_path)])
+    res = invoke("report", results, "--table1", "--runs", "--format", "csv", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     t = pd.read_csv(tmp_path / "report-table1.csv")
     assert {"baseline_macs", "sparse_macs", "sparse_macs_dense", "dense_macs", "baseline_epoch_s",
@@ -60,7 +58,7 @@ def test_table1_csv_carries_the_compute_of_each_cell(results, tmp_path):
 
 
 def test_report_plot_writes_the_pareto_view(results, tmp_path):
-    res = CliRunner().invoke(app, ["report", str(results), "--table1", "--plot", "--out", str(tmp_path)])
+    res = invoke("report", results, "--table1", "--plot", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     png = tmp_path / "plots" / "masks-pareto.png"
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"

@@ -4,13 +4,11 @@ mixes float-order effects into what reads as seed spread."""
 
 from __future__ import annotations
 
-from typer.testing import CliRunner
-
-from widecli.cli.app import app
+from helpers import invoke
 
 
 def train(recipe, results, *args):
-    r = CliRunner().invoke(app, ["train", str(recipe), "--results", str(results), "--device", "cpu", *args])
+    r = invoke("train", recipe, "--results", results, "--device", "cpu", *args)
     assert r.exit_code == 0, r.output
 
 
@@ -20,7 +18,7 @@ def test_a_cell_whose_seeds_ran_on_different_backends_is_noted(make_recipe, tmp_
         train(recipe, tmp_path, "--factor", "1", "--seed", str(seed))
     train(recipe, tmp_path, "--factor", "2", "--seed", "0", "--set", "train.backend=dense")
     train(recipe, tmp_path, "--factor", "2", "--seed", "1", "--set", "train.backend=sparse")
-    r = CliRunner().invoke(app, ["report", str(tmp_path), "--table1"])
+    r = invoke("report", tmp_path, "--table1")
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "note: tiny-first-proportional: the seeds of f=2 sparse ran with different execution choices " \
@@ -29,7 +27,7 @@ def test_a_cell_whose_seeds_ran_on_different_backends_is_noted(make_recipe, tmp_
 
 def test_uniform_cells_get_no_note(make_recipe, tmp_path):
     recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}, "seeds": [0, 1]})
-    r = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--device", "cpu"])
+    r = invoke("sweep", recipe, "--results", tmp_path, "--device", "cpu")
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["report", str(tmp_path), "--table1"])
+    r = invoke("report", tmp_path, "--table1")
     assert r.exit_code == 0 and "execution choices" not in r.output, r.output

@@ -1,4 +1,4 @@
-"""Results leave widecli: load_metrics joins every epoch of every run with its spec; TensorBoard,
+"""Results leave widecli: the store's read_metrics joins every epoch of every run with its spec; TensorBoard,
 MLflow and W&B exports are read back with each library's own reader (W&B: its offline log, parsed
 here with its own protobuf records) and must hold exactly the values of metrics.csv and the run's
 spec. Exports print nothing, replace an earlier export instead of duplicating it, and a missing
@@ -12,12 +12,11 @@ import sys
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers import invoke
 from wandb_logs import read_wandb
 
 from widecli.analysis import export as export_mod
-from widecli.analysis.export import export, load_metrics
-from widecli.cli.app import app
+from widecli.analysis.export import export
 from widecli.config.schema import RunSpec
 from widecli.errors import WidecliError
 from widecli.store import runs as store
@@ -36,7 +35,7 @@ def results(tmp_path_factory, data_root):
             "name": name, "data": {"dataset": "mnist1d", "root": str(data_root)},
             "model": {"arch": "mlp", "hidden": [16]}, "widen": {"factors": factors, "methods": ["sparse"]},
             "train": {"epochs": EPOCHS, "lr": 0.05}, "seeds": [0]}))
-        res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(folder / "results"), "--device", "cpu"])
+        res = invoke("sweep", recipe, "--results", folder / "results", "--device", "cpu")
         assert res.exit_code == 0, res.output
     return folder / "results"
 
@@ -61,9 +60,9 @@ def test_fixture_shares_a_run_id_between_recipes(results):
     assert all(len(rows) == EPOCHS for _, rows in runs.values())
 
 
-def test_load_metrics_joins_every_epoch_with_its_runs_spec(results):
+def test_read_metrics_joins_every_epoch_with_its_runs_spec(results):
     runs = stored(results)
-    df = load_metrics(results)
+    df = store.read_metrics(results)
     assert len(df) == sum(len(rows) for _, rows in runs.values())
     assert list(df.columns[:3]) == ["recipe", "run_id", "epoch"]
     assert {"train.lr", "model.hidden", "data.dataset", "factor", "method", "seed", "nonzeros", "seconds",
@@ -76,13 +75,13 @@ def test_load_metrics_joins_every_epoch_with_its_runs_spec(results):
         flat = store.flatten(result)
         for key in ("factor", "method", "train.lr", "model.hidden", "nonzeros", "best_test_accuracy"):
             assert set(g[key]) == {flat[key]}, key
-    only = load_metrics(results, ["other"])
+    only = store.read_metrics(results, ["other"])
     assert set(only["recipe"]) == {"other"} and len(only) == EPOCHS
 
 
-def test_load_metrics_of_no_runs_is_one_line(tmp_path):
+def test_read_metrics_of_no_runs_is_one_line(tmp_path):
     with pytest.raises(WidecliError, match="no finished runs"):
-        load_metrics(tmp_path)
+        store.read_metrics(tmp_path)
 
 
 def test_tensorboard_scalars_and_hparams(results, tmp_path, capfd):
@@ -182,14 +181,14 @@ def test_wandb_offline_runs(results, tmp_path, capfd, monkeypatch):
 
 def test_a_run_without_epochs_is_exported_with_its_spec(results, tmp_path):
     """A failed run that stopped before its first epoch has an empty metrics.csv: no rows in
-    load_metrics, and still one (FAILED) run with its params in an export."""
+    read_metrics, and still one (FAILED) run with its params in an export."""
     mlflow = pytest.importorskip("mlflow")
     copy = tmp_path / "results"
     shutil.copytree(results / "tiny", copy / "tiny")
     result = next(iter(store.finished_runs(copy, "tiny").values()))
     spec = RunSpec.model_validate({**result["spec"], "recipe": "broken"})
     store.write_run(copy, spec, [], {"status": "failed", "error": "boom", "final": {}})
-    df = load_metrics(copy)
+    df = store.read_metrics(copy)
     assert set(df["recipe"]) == {"tiny"} and len(df) == 2 * EPOCHS
     written = export(copy, "mlflow", tmp_path / "mlruns", ["broken"])
     client = mlflow.tracking.MlflowClient(tracking_uri="file:" + str((tmp_path / "mlruns").resolve()))
@@ -210,11 +209,10 @@ def test_a_missing_library_is_one_line(results, tmp_path, monkeypatch, to, modul
 
 def test_cli_export_and_bad_target(results, tmp_path):
     pytest.importorskip("tensorboard")
-    res = CliRunner().invoke(app, ["export", str(results), "--to", "tensorboard", "--out", str(tmp_path),
-                                   "--recipe", "other"])
+    res = invoke("export", results, "--to", "tensorboard", "--out", tmp_path, "--recipe", "other")
     assert res.exit_code == 0, res.output
     assert [p.parent.name for p in (tmp_path / "other").iterdir()] == ["other"]
     assert not (tmp_path / "tiny").exists()
-    res = CliRunner().invoke(app, ["export", str(results), "--to", "excel"])
+    res = invoke("export", results, "--to", "excel")
     assert res.exit_code == 2 and "tensorboard, mlflow, wandb" in res.output
     assert len(res.output.strip().splitlines()) == 1

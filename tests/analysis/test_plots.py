@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from widecli.analysis import plots
-from widecli.analysis.export import load_metrics
 from widecli.analysis.frame import load_frame, studies
+from widecli.store import runs as store
 
 STUDIES = Path(__file__).resolve().parents[2] / "results" / "studies"
 
@@ -75,7 +75,7 @@ def test_close_factor_ticks_turn_instead_of_overlapping():
 
 
 def test_learning_curves_one_line_per_method_and_factor(mnist_1000):
-    metrics = load_metrics(STUDIES, ["mnist1d_ablation"])
+    metrics = store.read_metrics(STUDIES, ["mnist1d_ablation"])
     fig = plots.curves_figure(mnist_1000, metrics)
     test_ax = fig.axes[0]
     labels = sorted(line.get_label() for line in test_ax.get_lines())

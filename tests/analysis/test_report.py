@@ -9,12 +9,11 @@ import statistics
 
 import pandas as pd
 import pytest
-import torch
-from typer.testing import CliRunner
+from helpers import CPU, invoke
 
 from widecli.analysis import report
 from widecli.analysis.frame import load_frame, studies
-from widecli.cli.app import app
+from widecli.analysis.table1 import table1
 from widecli.config.schema import RunSpec
 from widecli.execute.run import run_group
 from widecli.recipes import expand, load_recipe, make_spec
@@ -68,20 +67,20 @@ def test_the_best_sparse_width_is_chosen_by_validation_and_reported_at_test(tmp_
     for (f, method), (tests, val) in cells.items():
         for seed, test in enumerate(tests):
             _write(results, make_spec(r, f, method, seed), test, val_acc=val)
-    row = report.table1(studies(load_frame(results))).iloc[0]
+    row = table1(studies(load_frame(results))).iloc[0]
     assert (row["selected_by"], row["sparse_factor"]) == ("validation", 2)
     assert row["sparse"] == pytest.approx(0.845) and row["dense"] == pytest.approx(0.885)
     assert row["fraction"] == pytest.approx((0.845 - 0.805) / (0.885 - 0.805))
     # One run without a validation accuracy (trained before data.validation existed): by test.
     _write(results, make_spec(r, 4, "sparse", 1), 0.87)
-    row = report.table1(studies(load_frame(results))).iloc[0]
+    row = table1(studies(load_frame(results))).iloc[0]
     assert (row["selected_by"], row["sparse_factor"]) == ("test", 4)
 
 
 def test_table1_matches_hand_computation(synthetic):
     results, _ = synthetic
     df = load_frame(results)
-    t = report.table1(studies(df)).set_index("rule")
+    t = table1(studies(df)).set_index("rule")
     assert list(t.index) == ["erk", "proportional"]  # studies sorted by their labels
     prop = t.loc["proportional"]
     assert prop["baseline"] == pytest.approx(0.81) and prop["baseline_std"] == pytest.approx(0.01)
@@ -120,24 +119,24 @@ def test_missing_pieces_give_notes(tmp_path, make_recipe):
     results = tmp_path / "results"
     _write(results, make_spec(r, 4, "sparse", 0), 0.7, 0.25)   # no baseline
     _write(results, make_spec(r, 2, "dense", 0), 0.9, 1.0)     # dense only at f=2: the widest
-    [row] = report.table1(studies(load_frame(results))).to_dict("records")
+    [row] = table1(studies(load_frame(results))).to_dict("records")
     assert "no baseline" in row["note"] and pd.isna(row["baseline"]) and pd.isna(row["fraction"])
     assert (row["dense"], row["dense_factor"], row["dense_at"]) == (0.9, 2, "widest")
 
     only_sparse = tmp_path / "only_sparse"
     _write(only_sparse, make_spec(r, 1, "dense", 0), 0.6, 1.0)
     _write(only_sparse, make_spec(r, 2, "sparse", 0), 0.7, 0.5)
-    [row] = report.table1(studies(load_frame(only_sparse))).to_dict("records")
+    [row] = table1(studies(load_frame(only_sparse))).to_dict("records")
     assert "no dense-wide runs" in row["note"] and row["sparse"] == 0.7 and pd.isna(row["fraction"])
 
 
 def test_expected_runs_from_recipe(synthetic):
     results, r = synthetic
     specs = expand(r)  # the proportional recipe: all finished
-    t = report.table1(studies(load_frame(results, ["syn"], specs)))
+    t = table1(studies(load_frame(results, ["syn"], specs)))
     assert t.set_index("rule").loc["proportional", "missing"] == 0
     more = r.model_copy(update={"seeds": [0, 1, 2, 3]})
-    t = report.table1(studies(load_frame(results, ["syn"], expand(more))))
+    t = table1(studies(load_frame(results, ["syn"], expand(more))))
     # seed 3: baseline + 2 factors x 3 methods
     assert t.set_index("rule").loc["proportional", "missing"] == 7
 
@@ -150,8 +149,7 @@ def _parse_md(text: str) -> list[list[str]]:
 
 def test_formats_parse_back(synthetic, tmp_path):
     results, _ = synthetic
-    cli = CliRunner()
-    res = cli.invoke(app, ["report", str(results), "--table1", "--format", "csv", "--out", str(tmp_path / "o")])
+    res = invoke("report", results, "--table1", "--format", "csv", "--out", tmp_path / "o")
     assert res.exit_code == 0, res.output
     csv = pd.read_csv(tmp_path / "o" / "report-table1.csv")
     assert csv.loc[csv["rule"] == "proportional", "fraction"].item() == pytest.approx(0.05 / 0.09, abs=1e-12)
@@ -161,32 +159,31 @@ def test_formats_parse_back(synthetic, tmp_path):
     header, rows = md[0], md[1:]
     assert header[:5] == ["recipe", "dataset", "model", "widened", "rule"] and len(rows) == 2
     assert all(len(r) == len(header) for r in rows)
-    prop = dict(zip(header, rows[1]))
+    prop = dict(zip(header, rows[1], strict=True))
     assert prop["baseline"] == "81.00 ± 1.00" and prop["fraction [95% CI]"] == "0.56 [0.50, 0.60]"
     assert prop["Δ sparse [95% CI]"] == "+5.00 [+4.00, +6.00]" and prop["selected by"] == "test"
     assert prop["best sparse wide (f, connectivity)"] == "86.00 ± 1.00 (f=4, 0.25)"
 
-    res = cli.invoke(app, ["report", str(results), "--table1", "--format", "latex", "--out", str(tmp_path / "o")])
+    res = invoke("report", results, "--table1", "--format", "latex", "--out", tmp_path / "o")
     tex = (tmp_path / "o" / "report-table1.tex").read_text()
     assert res.exit_code == 0 and tex.startswith("\\begin{tabular}") and tex.rstrip().endswith("\\end{tabular}")
     assert all(k in tex for k in ("\\toprule", "\\midrule", "\\bottomrule", "$\\pm$"))
     body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
     assert len(body) == 2 and all(ln.count("&") == tex.splitlines()[2].count("&") for ln in body)
 
-    res = cli.invoke(app, ["report", str(results), "--runs", "--format", "txt", "--out", str(tmp_path / "o")])
+    res = invoke("report", results, "--runs", "--format", "txt", "--out", tmp_path / "o")
     assert res.exit_code == 0 and "linear_bottleneck" in res.stdout and "86.00 ± 1.00" in res.stdout
     txt = (tmp_path / "o" / "report.txt").read_text()
     assert txt.startswith("Runs") and "2*" in txt  # erk f=4 has 2 of 3 seeds: marked incomplete
 
 
 def test_errors_are_one_line(tmp_path):
-    cli = CliRunner()
-    res = cli.invoke(app, ["report", str(tmp_path / "nope")])
+    res = invoke("report", tmp_path / "nope")
     assert res.exit_code == 2 and "no such results directory" in res.output
     (tmp_path / "empty").mkdir()
-    res = cli.invoke(app, ["report", str(tmp_path / "empty")])
+    res = invoke("report", tmp_path / "empty")
     assert res.exit_code == 2 and "no finished runs" in res.output and len(res.output.strip().splitlines()) == 1
-    res = cli.invoke(app, ["report", str(tmp_path), "--format", "pdf"])
+    res = invoke("report", tmp_path, "--format", "pdf")
     assert res.exit_code == 2 and "allowed: md, txt, csv, latex" in res.output
 
 
@@ -199,7 +196,7 @@ def test_real_tiny_sweep_report(tmp_path, make_recipe):
     for spec in expand(r):
         by_stack.setdefault(spec.stack_key(), []).append(spec)
     for specs in by_stack.values():
-        run_group(specs, results, torch.device("cpu"), record_failures=False)
+        run_group(specs, results, CPU, record_failures=False)
     acc = {}
     for res in store.finished_runs(results).values():
         s = res["spec"]
@@ -207,9 +204,9 @@ def test_real_tiny_sweep_report(tmp_path, make_recipe):
     base, sp, de = acc[("dense", 1.0)], acc[("sparse", 2.0)], acc[("dense", 2.0)]
 
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, ["report", str(results), "--table1", "--plot", "--out", str(out)])
+    res = invoke("report", results, "--table1", "--plot", "--out", out)
     assert res.exit_code == 0, res.output
-    [row] = report.table1(studies(load_frame(results))).to_dict("records")
+    [row] = table1(studies(load_frame(results))).to_dict("records")
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     assert row["baseline"] == pytest.approx(mean(base)) and row["sparse"] == pytest.approx(mean(sp))
     assert row["dense"] == pytest.approx(mean(de)) and row["sparse_factor"] == 2
@@ -245,7 +242,7 @@ def test_runs_under_outdated_ids_are_noted(tmp_path, make_recipe, monkeypatch):
     with monkeypatch.context() as m:  # as if written by a widecli that hashed specs differently
         m.setattr(RunSpec, "run_id", property(lambda self: "0123456789ab"))
         _write(results, make_spec(r, 2, "sparse", 0), 0.6, 0.5)
-    [row] = report.table1(studies(load_frame(results))).to_dict("records")
+    [row] = table1(studies(load_frame(results))).to_dict("records")
     assert "1 run(s) under outdated run ids" in row["note"] and row["sparse"] == 0.6
 
 

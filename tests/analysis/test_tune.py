@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import invoke
+from helpers import CPU, invoke
 
 from widecli.analysis import tune, tune_report
 from widecli.execute.plan import run_status
@@ -130,9 +129,9 @@ def test_identical_settings_are_never_trained_twice(make_recipe, tmp_path):
     s = _setup(make_recipe, tmp_path)
     cell = s.cells[1]
     events = []
-    first = tune.objective(s, cell, FakeTrial(0.1), torch.device("cpu"), events.append)
+    first = tune.objective(s, cell, FakeTrial(0.1), CPU, events.append)
     trained = starts(tmp_path, "tiny")
-    again = tune.objective(s, cell, FakeTrial(0.1), torch.device("cpu"), events.append)
+    again = tune.objective(s, cell, FakeTrial(0.1), CPU, events.append)
     assert again == first and starts(tmp_path, "tiny") == trained   # read back from the store
     assert len(trained) == 2   # one run per seed
 
@@ -143,7 +142,7 @@ def test_a_pruned_trial_stops_early_and_stores_nothing(make_recipe, tmp_path):
     cell = s.cells[1]
     trial, events = FakeTrial(0.1, prune_at=2), []
     with pytest.raises(optuna.TrialPruned):
-        tune.objective(s, cell, trial, torch.device("cpu"), events.append)
+        tune.objective(s, cell, trial, CPU, events.append)
     assert [step for step, _ in trial.reported] == [1, 2]   # per-epoch validation accuracy, then stopped
     assert all(run_status(tmp_path, x)[0] == "new" for x in tune.cell_specs(s, cell, {"train.lr": 0.1}))
     assert [e.status for e in events if e.kind == "trial"] == ["pruned"]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import invoke
 from rich.console import Console
-from typer.testing import CliRunner
 
-from widecli.cli import render
-from widecli.cli.app import app
+from widecli.cli.render import console as consoles
+from widecli.cli.render.fit import table
 from widecli.data.registry import shape_of
 from widecli.methods import plan_weights
 from widecli.recipes import expand, load_recipe
@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """render's console at a given width; returns a function reading what was printed."""
+    """widecli's output console at a given width (every renderer prints through it); returns it, to
+    read what was printed."""
     def make(width: int):
         console = Console(width=width, file=io.StringIO(), record=True, highlight=False)
-        monkeypatch.setattr(render, "out", console)
+        monkeypatch.setattr(consoles, "out", console)
         return console
     return make
 
@@ -36,7 +37,7 @@ def terminal(monkeypatch):
 def test_check_at_100_columns_never_splits_a_run_id_or_number(terminal, width):
     console = terminal(width)
     recipe = ROOT / "recipes" / "paper" / "mlp_mnist.yaml"
-    res = CliRunner().invoke(app, ["check", str(recipe), "--device", "cpu"])
+    res = invoke("check", recipe, "--device", "cpu")
     assert res.exit_code == 0, res.output
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
@@ -62,7 +63,7 @@ def test_ablate_tables_leave_columns_out_instead_of_splitting(terminal):
                         "baseline": "57.07 ± 0.35", "best wide (f, connectivity)": "58.07 ± 2.02 (f=4, 2e-06)",
                         "dense wide": "64.90 (f=4)", "selected by": "test", "fraction [95% CI]": "0.13 [-0.04, 0.37]",
                         "Δ best vs reference [95% CI]": "-3.86 [-4.10, -3.40]", "CI excludes 0": "yes", "note": "-"}])
-    render.out.print(render.table(df, "Table 1 per arm"))
+    consoles.out.print(table(df, "Table 1 per arm"))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
     note = re.search(r"left out to fit 100 columns: (.*) \(", " ".join(text.split()))
@@ -77,7 +78,7 @@ def test_ablate_tables_leave_columns_out_instead_of_splitting(terminal):
 def test_below_the_key_columns_each_row_is_a_block(terminal):
     console = terminal(24)
     df = pd.DataFrame([{"arm": "widen=fc1,fc2:leveling", "method": "sparse", "f=2": "57.07 ± 0.35"}])
-    render.out.print(render.table(df, "per factor", keep=2))   # arm and method tell rows apart
+    consoles.out.print(table(df, "per factor", keep=2))   # arm and method tell rows apart
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 24
     flat = " ".join(text.split())

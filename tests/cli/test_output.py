@@ -6,24 +6,26 @@ not a terminal, an estimate of the time left that follows the work left, switche
 from __future__ import annotations
 
 import io
+import json
+import math
 import re
 from pathlib import Path
 
 import pytest
 from helpers import invoke
 from rich.console import Console
-from typer.testing import CliRunner
 
+from widecli.analysis.formats import display_table1
 from widecli.analysis.frame import load_frame, studies
-from widecli.analysis.report import display_table1, table1
-from widecli.cli import render
-from widecli.cli.app import app
+from widecli.analysis.table1 import table1
+from widecli.cli.render import console, progress
+from widecli.cli.render.progress import RunProgress
+from widecli.cli.render.table1 import table1_compact, table1_groups
 from widecli.execute.plan import PlannedRun
 from widecli.execute.run import Event
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "results" / "studies"
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def _whole_figures(table, text: str) -> None:
     """Every baseline and best-sparse figure (mean±std, two decimals) printed in one piece."""
     words = " ".join(text.split())
     for col in ("baseline", "sparse"):
-        for mean, std in zip(table[col], table[f"{col}_std"]):
+        for mean, std in zip(table[col], table[f"{col}_std"], strict=True):
             if mean == mean:
                 figure = f"{100 * mean:.2f}" + (f"±{100 * std:.2f}" if std == std else "")
                 assert figure in words, (col, figure)
@@ -97,7 +99,7 @@ def _row_labels(groups) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("width", [120, 100])
 def test_terminal_table1_fits_the_width_and_never_splits_a_number(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
-    console.print(render.table1_compact(committed_table1, width))
+    console.print(table1_compact(committed_table1, width))
     text = console.export_text()
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= width
@@ -109,14 +111,12 @@ def test_terminal_table1_tells_every_row_apart(committed_table1):
     """Issue 28: at 100 columns seven groups of rows of mnist1d_ablation looked identical (the recipe
     cut to `mnist1d_ablatio…` and the settings that differ dropped). Every row's visible label (its
     recipe group and its settings) is unique, each setting whole, and rows are grouped per recipe."""
-    from widecli.cli.tables import table1_groups
-
     groups = table1_groups(committed_table1)
     labels = _row_labels(groups)
     assert len(set(labels)) == len(labels) == len(committed_table1)
     assert [head.split(" ")[0] for head, _ in groups] == list(dict.fromkeys(committed_table1["recipe"]))
     console = Console(width=100, file=io.StringIO(), record=True)
-    console.print(render.table1_compact(committed_table1, 100))
+    console.print(table1_compact(committed_table1, 100))
     words = console.export_text().split()
     for head, label in labels:   # each setting of each label printed whole (wrapped only between settings)
         assert all(w in words for w in label.split()), label
@@ -127,13 +127,11 @@ def test_terminal_table1_tells_every_row_apart(committed_table1):
 @pytest.mark.parametrize("width", [80, 50])
 def test_a_narrow_terminal_keeps_every_row_whole(committed_table1, width):
     console = Console(width=width, file=io.StringIO(), record=True)
-    console.print(render.table1_compact(committed_table1, width))
+    console.print(table1_compact(committed_table1, width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     assert not re.search(r"\d…|…\d", text)
     _whole_figures(committed_table1, text)
-    from widecli.cli.tables import table1_groups
-
     words = text.split()
     for _, label in _row_labels(table1_groups(committed_table1)):
         assert all(w in words for w in label.split()), label
@@ -181,9 +179,9 @@ def _event(kind, runs=(("a", 2.0, "sparse", 0), ("b", 2.0, "sparse", 1)), **kw):
 
 def test_progress_prints_plain_lines_when_not_a_terminal(monkeypatch):
     buf = io.StringIO()
-    monkeypatch.setattr(render, "out", Console(file=buf, width=200, force_terminal=False))
+    monkeypatch.setattr(console, "out", Console(file=buf, width=200, force_terminal=False))
     rows = [{"test_accuracy": 0.5512, "train_accuracy": 0.61}, {"test_accuracy": 0.5, "train_accuracy": 0.6}]
-    with render.RunProgress("tiny", Path("results")) as p:
+    with RunProgress("tiny", Path("results")) as p:
         assert p.lines
         p.on_event(_event("start"))
         for epoch in range(1, 101):
@@ -197,16 +195,16 @@ def test_progress_prints_plain_lines_when_not_a_terminal(monkeypatch):
 
 def test_no_plain_lines_in_a_terminal(monkeypatch):
     buf = io.StringIO()
-    monkeypatch.setattr(render, "out", Console(file=buf, width=120, force_terminal=True))
-    with render.RunProgress("tiny", Path("results")) as p:
+    monkeypatch.setattr(console, "out", Console(file=buf, width=120, force_terminal=True))
+    with RunProgress("tiny", Path("results")) as p:
         assert not p.lines
 
 
 def test_overall_progress_counts_work_not_runs(monkeypatch):
-    monkeypatch.setattr(render, "out", Console(file=io.StringIO(), width=120))
+    monkeypatch.setattr(console, "out", Console(file=io.StringIO(), width=120))
     long_, short = ("a", 2.0, "sparse", 0), ("b", 2.0, "dense", 0)
     planned = [PlannedRun(None, "a", "new", True), PlannedRun(None, "b", "new", True)]
-    with render.RunProgress("tiny", Path("results")) as p:
+    with RunProgress("tiny", Path("results")) as p:
         p.on_event(Event("plan", total=2, planned=planned, work={"a": 1000.0, "b": 100.0}))
         task = p.progress.tasks[0]
         assert task.total == 1100
@@ -247,15 +245,53 @@ def test_switches_show_no_value_placeholder_and_refuse_a_value(tmp_path):
     assert "--dry-run is a switch and takes no value (got 'true')" in r.stderr
 
 
+def _resnet18_layers(k: int, classes: int = 10) -> dict[str, list[int]]:
+    """The weight layers of the CIFAR ResNet-18 of width k (stages k, 2k, 4k, 8k) and their shapes."""
+    shapes = {"conv1": [k, 3, 3, 3]}
+    for stage in range(1, 5):
+        c, before = k * 2 ** (stage - 1), k * 2 ** max(stage - 2, 0)
+        shapes[f"layer{stage}.0.conv1"] = [c, before, 3, 3]
+        shapes[f"layer{stage}.0.conv2"] = [c, c, 3, 3]
+        if stage > 1:
+            shapes[f"layer{stage}.0.shortcut.0"] = [c, before, 1, 1]
+        shapes[f"layer{stage}.1.conv1"] = [c, c, 3, 3]
+        shapes[f"layer{stage}.1.conv2"] = [c, c, 3, 3]
+    shapes["fc"] = [classes, 8 * k]
+    return shapes
+
+
+def test_layers_json_gives_every_layer_its_shape_weights_and_nonzeros():
+    """The paper's ResNet-18 recipe: width 8 (stages 8..64), widening `all`, scope all; its comment
+    gives the budget, 175,192 weights. At factor 1 every layer is dense; at factor 4 (width 32) every
+    layer is masked and the nonzeros add up to the budget."""
+    recipe = ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml"
+    r = invoke("layers", recipe, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["recipe"], doc["factor"], doc["method"]) == ("resnet18_cifar10", 1.0, "dense")
+    assert doc["widenable"] == ["layer1", "layer2", "layer3", "layer4"]
+    expected = _resnet18_layers(8)
+    assert [x["name"] for x in doc["layers"]] == list(expected)
+    for x in doc["layers"]:
+        assert x["shape"] == expected[x["name"]], x["name"]
+        assert x["weights"] == x["nonzeros"] == math.prod(x["shape"]) and not x["masked"], x["name"]
+        stage = {"conv1": "layer1", "fc": None}.get(x["name"], x["name"].split(".")[0])  # conv1 feeds layer1
+        assert x["widens_with"] == stage, x["name"]
+    assert sum(x["weights"] for x in doc["layers"]) == 175_192
+    wide = json.loads(invoke("layers", recipe, "--json", "--factor", 4).stdout)
+    assert (wide["factor"], wide["method"], wide["widen_layers"]) == (4.0, "sparse", "all")
+    expected = _resnet18_layers(32)
+    assert [(x["name"], x["shape"], x["weights"]) for x in wide["layers"]] == \
+        [(name, shape, math.prod(shape)) for name, shape in expected.items()]
+    assert all(x["masked"] and 0 < x["nonzeros"] <= x["weights"] for x in wide["layers"])
+    assert sum(x["nonzeros"] for x in wide["layers"]) == 175_192
+
+
 def test_layers_title_says_what_the_recipe_widens():
-    r = invoke("layers", ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml", "--json")
-    assert r.exit_code == 0
-    r = runner.invoke(app, ["layers", str(ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml")],
-                      terminal_width=200)
+    r = invoke("layers", ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml", terminal_width=200)
     title = " ".join(r.output.split("┏")[0].split())
     assert "widen.layers all" in title and "factor 1: the dense baseline" in title
-    r = runner.invoke(app, ["layers", str(ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml"), "--factor", "2"],
-                      terminal_width=200)
+    r = invoke("layers", ROOT / "recipes" / "paper" / "resnet18_cifar10.yaml", "--factor", 2, terminal_width=200)
     assert "widen.layers all" in r.output and "factor 2, sparse" in r.output
 
 
@@ -280,7 +316,7 @@ def test_runs_lists_filters_and_removes_a_one_off(make_recipe, tmp_path):
 def test_runs_asks_before_removing(make_recipe, tmp_path):
     recipe = make_recipe({"widen": {"factors": [1]}})
     assert invoke("train", recipe, "--results", tmp_path, "--device", "cpu").exit_code == 0
-    r = runner.invoke(app, ["runs", str(tmp_path), "--remove"], input="n\n")
+    r = invoke("runs", tmp_path, "--remove", input="n\n")
     assert r.exit_code == 0 and "nothing changed" in r.output
     assert invoke("runs", tmp_path, "--json").output.count('"run_id"') == 1
 
@@ -289,14 +325,14 @@ def test_check_shows_each_runs_memory_and_marks_what_cannot_fit(make_recipe, mon
     from widecli.execute import preflight
 
     recipe = make_recipe()
-    r = runner.invoke(app, ["check", str(recipe), "--json"])
-    runs = __import__("json").loads(r.stdout)["runs"]
+    r = invoke("check", recipe, "--json")
+    runs = json.loads(r.stdout)["runs"]
     assert all(run["memory_bytes"] > 0 for run in runs)
     wide = max(runs, key=lambda run: run["factor"])
     assert wide["memory_bytes"] > min(run["memory_bytes"] for run in runs)  # the wide model needs more
     monkeypatch.setattr(preflight, "available_memory", lambda device: (min(x["memory_bytes"] for x in runs) + 1,
                                                                        "available RAM"))
-    r = runner.invoke(app, ["check", str(recipe), "--device", "cpu"], terminal_width=200)
+    r = invoke("check", recipe, "--device", "cpu", terminal_width=200)
     assert r.exit_code == 2 and "needs about" in r.stderr and "(2 such models; the largest shown)" in r.stderr
     assert "KiB" in r.stdout and "memory" in r.stdout
 
@@ -305,13 +341,13 @@ def test_a_resumed_sweep_counts_its_finished_runs_and_estimates_after_the_first_
     """Issue 28: a resumed sweep said `runs 0/56` instead of 9/65, printed its results folder only at
     the end, and its first estimate included the first epoch's compilation."""
     buf, clock = io.StringIO(), {"now": 0.0}
-    monkeypatch.setattr(render, "out", Console(file=buf, width=200))
-    monkeypatch.setattr(render.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(console, "out", Console(file=buf, width=200))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock["now"])
     runs = [(f"r{i}", 2.0, "sparse", 0) for i in range(2)]
     planned = [PlannedRun(None, f"f{i}", "finished", False) for i in range(9)] + \
               [PlannedRun(None, r[0], "new", True) for r in runs]
     row = [{"test_accuracy": 0.5, "train_accuracy": 0.5}]
-    with render.RunProgress("tiny", Path("results")) as p:
+    with RunProgress("tiny", Path("results")) as p:
         p.on_event(Event("plan", total=2, skipped=9, planned=planned, work={"r0": 100.0, "r1": 100.0}))
         assert p.progress.tasks[0].description == "runs 9/11"
         for run in runs:

@@ -140,7 +140,7 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("kill"), runs, st.integers(-1, 4)),
     st.tuples(st.just("resume"), st.booleans()),                                 # retry failed runs or not
     st.tuples(st.sampled_from(["remove", "archive"]),
-              st.one_of(st.lists(st.sampled_from(manage.STATUSES), min_size=1, max_size=2, unique=True),
+              st.one_of(st.lists(st.sampled_from(manage.STORED_STATUSES), min_size=1, max_size=2, unique=True),
                         st.lists(runs, min_size=1, max_size=3, unique=True)))),
     min_size=1, max_size=7)
 

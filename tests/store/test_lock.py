@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.cli.app import app
 from widecli.errors import SweepError
 from widecli.execute.sweep import sweep
 from widecli.recipes import expand, load_recipe
@@ -26,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def spec(make_recipe):
-    [s] = expand(load_recipe(make_recipe({"widen": {"factors": [1], "methods": ["dense"]}})))
-    return s
+def spec(spec_of):
+    return spec_of({"widen": {"factors": [1], "methods": ["dense"]}}, factor=1, method="dense")
 
 
 def fake_lease(results, spec, host="node-17", age=0.0, lease_s=2.0, pid=4242) -> Path:
@@ -62,8 +60,7 @@ def test_a_live_lease_on_this_host_is_respected(tmp_path, spec):
 
 HOLD = """
 import sys, threading, time
-from widecli.recipes import expand
-from widecli.recipes import load_recipe
+from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 renew, printing = lock.RunLock.renew, threading.Lock()  # (two threads print: one line at a time)
 def say(line):
@@ -162,11 +159,9 @@ def test_break_locks_removes_gone_owners_and_keeps_live_ones(make_recipe, tmp_pa
     first, second = expand(load_recipe(recipe))
     fake_lease(tmp_path, first, lease_s=600)     # another host, renewing: only the user knows it is gone
     live = lock.try_lock(tmp_path, second)       # this process: alive here, never broken
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--dry-run"],
-                             input="n\n")
+    res = invoke("sweep", recipe, "--results", tmp_path, "--break-locks", "--dry-run", input="n\n")
     assert res.exit_code == 0 and "no lease broken" in res.output and lock.lock_path(tmp_path, first).exists()
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--break-locks", "--yes",
-                                   "--dry-run"])
+    res = invoke("sweep", recipe, "--results", tmp_path, "--break-locks", "--yes", "--dry-run")
     assert res.exit_code == 0, res.output
     assert "broke 1 lease(s)" in res.output and "kept" in res.output
     assert not lock.lock_path(tmp_path, first).exists() and live.held()

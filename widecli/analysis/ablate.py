@@ -2,7 +2,7 @@
 
 An arm changes `widen.layers`, `sparsity.rule` and/or the wide method of a recipe; the recipe's own
 setting is the reference arm. Arms are compared per factor (mean ± std test accuracy over seeds) and
-by their Table 1 row (see widecli.report), with the difference of each arm's best wide accuracy to
+by their Table 1 row (see widecli.analysis.table1), with the difference of each arm's best wide accuracy to
 the reference's. Arms share the store with `sweep`: a run already trained is never trained again.
 """
 
@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from widecli.analysis import plots, stats
+from widecli.analysis.formats import pm, table_text, with_interval
 from widecli.analysis.frame import load_frame, ok_runs, studies
-from widecli.analysis.report import best_wide, pm, render, study_row, with_interval
+from widecli.analysis.table1 import best_wide, study_row
 from widecli.config.schema import Recipe, RunSpec
 from widecli.errors import RecipeError, StoreError
 from widecli.execute.plan import plan_runs
@@ -245,8 +246,8 @@ def _write(factors: pd.DataFrame, summary: pd.DataFrame, out: Path, stem: str, n
     c = Comparison(factors, summary, [])
     wide, d = display(c)
     md = (f"# Ablation of {name}\n\n## Test accuracy (%) per arm and factor, mean ± std over seeds\n\n"
-          f"{render(wide, 'md')}\n\n## Table 1 per arm (Δ: best wide accuracy minus the reference's, "
-          f"in points)\n\n{render(d, 'md')}\n")
+          f"{table_text(wide, 'md')}\n\n## Table 1 per arm (Δ: best wide accuracy minus the reference's, "
+          f"in points)\n\n{table_text(d, 'md')}\n")
     try:
         atomic_write(out / f"{stem}.md", md.encode())
         atomic_write(out / f"{stem}.csv", summary.to_csv(index=False).encode())

@@ -1,6 +1,7 @@
-"""Results leave widecli: every epoch of every run as one DataFrame, and export to TensorBoard,
-MLflow or Weights & Biases (offline), each run with its per-epoch metrics and its flattened spec as
-hyperparameters. The exporters are optional extras (`pip install 'widecli[export]'`).
+"""Results leave widecli: export to TensorBoard, MLflow or Weights & Biases (offline), each run with
+its per-epoch metrics and its flattened spec as hyperparameters, read through the store's reader
+(widecli.store.runs: `iter_runs`, `read_epochs`; every epoch of every run as one DataFrame is
+`read_metrics`). The exporters are optional extras (`pip install 'widecli[export]'`).
 
 An export reflects the store as it is now: exporting again to the same folder replaces what an
 earlier export wrote for the same (recipe, run id) instead of adding a duplicate.
@@ -20,39 +21,21 @@ from widecli.errors import WidecliError
 from widecli.store import runs as store
 
 TARGETS = ("tensorboard", "mlflow", "wandb")
-KEYS = ("recipe", "run_id", "epoch")
 # MLflow caps a param value at 6,000 characters (500 before MLflow 2.x servers raised it): cut at
 # the lower bound so an export also logs to an older server.
 PARAM_CHARS = 500
 
 
-def _finished(results: str | Path, recipes: list[str] | None) -> dict[str, dict]:
-    """"recipe/run_id" -> result of every finished run of the recipes named (default: all)."""
-    out: dict[str, dict] = {}
-    for name in dict.fromkeys(recipes or [None]):
-        runs = store.finished_runs(results, name)
-        out.update({f"{name}/{k}" if name else k: r for k, r in runs.items()})
-    if not out:
-        raise WidecliError(f"{results}: no finished runs{' of ' + ', '.join(recipes) if recipes else ''}; "
-                           f"run `widecli sweep RECIPE` first")
-    return out
+def _finished(results: str | Path, recipes: list[str] | None) -> list[dict]:
+    """Every finished run of the recipes named (default: all), through the store's reader; a
+    one-line StoreError, before anything is written, when there is none."""
+    return list(store.iter_runs(results, recipes, required=True))
 
 
-def _epochs(results: str | Path, result: dict) -> pd.DataFrame:
-    """A run's metrics.csv (one row per epoch; empty for a run that stopped before its first epoch)."""
-    path = Path(results) / result["recipe"] / result["run_id"] / store.METRICS
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame({"epoch": pd.Series(dtype="int64")})
-    except OSError as e:
-        raise WidecliError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _each_run(results: str | Path, runs: dict[str, dict]) -> Iterator[tuple[dict, pd.DataFrame, list[str]]]:
+def _each_run(results: str | Path, runs: list[dict]) -> Iterator[tuple[dict, pd.DataFrame, list[str]]]:
     """(result, epochs, metric columns) per run, each metrics.csv read once."""
-    for result in runs.values():
-        epochs = _epochs(results, result)
+    for result in runs:
+        epochs = store.read_epochs(results, result)
         yield result, epochs, [c for c in epochs.columns
                                if c != "epoch" and pd.api.types.is_numeric_dtype(epochs[c])]
 
@@ -60,23 +43,6 @@ def _each_run(results: str | Path, runs: dict[str, dict]) -> Iterator[tuple[dict
 def _points(epochs: pd.DataFrame, metric: str) -> Iterator[tuple[int, float]]:
     """(epoch, value) of one metric column."""
     return zip(epochs["epoch"].astype(int).tolist(), epochs[metric].astype(float).tolist())
-
-
-def load_metrics(results: str | Path, recipes: list[str] | None = None) -> pd.DataFrame:
-    """Every epoch of every finished run: one row per (recipe, run_id, epoch), with the per-epoch
-    metrics of metrics.csv and the run's flattened spec and final values (the columns of runs.csv;
-    where a final value shares a name with a per-epoch metric, the per-epoch value is kept)."""
-    runs = _finished(results, recipes)
-    frames = []
-    for i, (_, epochs, _) in enumerate(_each_run(results, runs)):
-        frames.append(epochs.assign(_run=i))
-    epochs = pd.concat(frames, ignore_index=True)
-    # One row per run, repeated per epoch by position: no per-run column inserts, one concat.
-    spec = pd.DataFrame([store.flatten(r) for r in runs.values()])
-    spec = spec.drop(columns=[c for c in spec.columns if c in epochs.columns])
-    df = pd.concat([spec.take(epochs.pop("_run").to_numpy()).reset_index(drop=True), epochs], axis=1)
-    first = list(KEYS) + [c for c in epochs.columns if c not in KEYS]  # keys, per-epoch metrics, spec
-    return df[first + [c for c in df.columns if c not in first]]
 
 
 def export(results: str | Path, to: str, out: str | Path | None = None,

@@ -45,13 +45,11 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     root = Path(results)
     if not root.is_dir():
         raise StoreError(f"{root}: no such results directory")
-    if not recipes and any(root.glob(f"*/{store.RESULT}")):  # given results/<recipe>/ itself
+    if not recipes and store.holds_runs(root):  # given results/<recipe>/ itself
         root, recipes = root.parent, [root.name]
-    found, rejected = {}, []
-    for name in recipes or [None]:
-        # Keyed by (recipe, run id): recipes may share runs (same spec), each study keeps its own.
-        found.update({(r["recipe"], r["run_id"]): r
-                      for r in store.finished_runs(root, name, rejected=rejected).values()})
+    rejected: list[str] = []
+    # Keyed by (recipe, run id): recipes may share runs (same spec), each study keeps its own.
+    found = {(r["recipe"], r["run_id"]): r for r in store.iter_runs(root, recipes, rejected=rejected)}
     rows = [{**store.flatten(r), "stale": _stale(r)} for r in found.values()]
     for spec in expected or []:
         if (spec.recipe, spec.run_id) not in found:
@@ -60,7 +58,7 @@ def load_frame(results: str | Path, recipes: list[str] | None = None,
     if not rows:
         where = f" for recipe(s) {', '.join(recipes)}" if recipes else ""
         why = f" ({len(rejected)} result file(s) rejected: {rejected[0]})" if rejected else ""
-        inside = [d for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob(f"*/*/{store.RESULT}"))]
+        inside = [d for d in sorted(root.iterdir()) if d.is_dir() and store.holds_runs(d, levels=2)]
         if not recipes and not rejected and inside:  # e.g. results/ of a fresh clone: results/studies/ holds them
             raise StoreError(f"{root}: no finished runs here, but {inside[0]} holds some: widecli report "
                              f"{inside[0]}")

@@ -42,7 +42,7 @@ def _png(fig) -> bytes:
 MARKERS = {"sparse": "o", "dense": "s", "linear_bottleneck": "^", "nonlinear_bottleneck": "v"}
 
 
-def describe(study: Study) -> str:
+def study_title(study: Study) -> str:
     """A plot's title: every setting labelled (key=value), the weight budget, what the bars are."""
     # The settings that tell this study apart from the others of its recipe (those its name carries).
     labels = [str(v) if k in ("recipe", "dataset", "model") else f"{k.split('.')[-1]}={v}"
@@ -98,7 +98,7 @@ def study_figure(study: Study):
         ax.set_xlim(min(c["connectivity"]) / 1.4, 1.0)  # connectivity cannot exceed 1
         plain_log_ticks(ax, [round(x, 3) for x in c["connectivity"]])
         ax.legend(fontsize=8)
-    fig.suptitle(describe(study), fontsize=10)
+    fig.suptitle(study_title(study), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -116,7 +116,7 @@ def plot_study(study: Study, path: Path) -> Path:
 
 def curves_figure(study: Study, metrics: pd.DataFrame):
     """Learning curves: test and train accuracy per epoch, mean over seeds, one line per method and
-    factor (colour: factor; line style: method). `metrics`: load_metrics rows of the study's runs."""
+    factor (colour: factor; line style: method). `metrics`: store.runs.read_metrics rows of the study's runs."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     rows = metrics[metrics["run_id"].isin(ok_runs(study.rows)["run_id"])]
@@ -136,7 +136,7 @@ def curves_figure(study: Study, metrics: pd.DataFrame):
         ax.grid(alpha=0.3)
     lines = len(axes[1].get_lines())
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if lines <= 14 else 2)
-    fig.suptitle(describe(study).replace("points: mean over", "lines: mean over").split(", error bars")[0],
+    fig.suptitle(study_title(study).replace("points: mean over", "lines: mean over").split(", error bars")[0],
                  fontsize=10)
     return fig
 

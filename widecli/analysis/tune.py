@@ -315,7 +315,7 @@ def objective(s: Setup, cell: Cell, trial, device, emit, guard=None) -> float:
         # Interrupted: the same values come first next time, so its finished runs are reused.
         trial.study.enqueue_trial(trial.params)
         raise
-    results = [store.read_result(store.run_dir(s.results, x), verify_files=False) for x in specs]
+    results = [store.read_run(s.results, x, verify_files=False) for x in specs]
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         emit(Event("trial", status="failed", rows=[{**info, "error": failed[0].get("error")}]))

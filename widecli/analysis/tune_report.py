@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from widecli.analysis import plots
-from widecli.analysis.report import render
+from widecli.analysis.formats import table_text
 from widecli.analysis.tune import Cell, Setup, _optuna, open_study
 from widecli.config.load import get_dotted, parse_override, set_dotted
 from widecli.errors import RecipeError
@@ -152,7 +152,7 @@ def markdown(s: Setup, sums: list[CellSummary], command: str, paths: dict[str, P
                      "validation %": val, "test % (at the best)": f"{100 * b['test']:.2f}" if b and b["test"] else "-",
                      "trials: complete / pruned / failed": f"{c.count('complete')} / {c.count('pruned')} / "
                                                            f"{c.count('fail')}"})
-    body = [render(pd.DataFrame(rows), "md"), "", f"![search curves]({paths['plot'].name})", ""]
+    body = [table_text(pd.DataFrame(rows), "md"), "", f"![search curves]({paths['plot'].name})", ""]
     for c in sums:
         body += [f"## {c.cell.name}: every trial", ""]
         trials = [{"trial": t["number"], **{k: f"{v:.4g}" for k, v in t["values"].items()}, "state": t["state"],
@@ -161,5 +161,5 @@ def markdown(s: Setup, sums: list[CellSummary], command: str, paths: dict[str, P
                                     if t["value"] is not None else "-"),
                    "test %": f"{100 * t['test']:.2f}" if t["test"] is not None else "-",
                    "diverged runs": str(t["diverged"] or "-")} for t in sorted(c.trials, key=lambda t: t["number"])]
-        body += [render(pd.DataFrame(trials), "md") if trials else "(no trials)", ""]
+        body += [table_text(pd.DataFrame(trials), "md") if trials else "(no trials)", ""]
     return "\n".join(head + body)

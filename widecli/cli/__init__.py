@@ -1,1 +1,3 @@
-"""The command line: Typer commands (`app`) and everything printed to the terminal (`render`)."""
+"""The command line: the Typer app (`app`), its commands (`commands/`: parse, call one function,
+render), the Click patches behind one-line usage errors (`group`), how a command ends (`exits`),
+shared options and their parsers (`options`), and everything printed to the terminal (`render/`)."""

@@ -118,6 +118,23 @@ def check_options(mem: str | None = None, account: str | None = None, qos: str |
     return out
 
 
+def time_limit_minutes(text: str) -> int:
+    """`--time` [D-]HH:MM:SS (or MM, as sbatch reads a lone number) -> whole minutes, a started
+    minute counted; one-line RecipeError otherwise."""
+    try:
+        days, _, rest = text.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+            raise ValueError
+        h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+        minutes = int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
+    except ValueError:
+        raise RecipeError(f"--time: got {text!r}; expected [D-]HH:MM:SS, e.g. 4:00:00 or 1-12:00:00") from None
+    if minutes < 1:
+        raise RecipeError(f"--time: got {text!r}; the time limit must be at least one minute")
+    return minutes
+
+
 def _executor(folder: Path, options: dict, name: str):
     try:
         import submitit  # optional extra: pip install 'widecli[slurm]'

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import pandas as pd
-
 from widecli.config.schema import RunSpec
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
@@ -52,19 +50,6 @@ class SweepSummary:
     @property
     def trained(self) -> int:
         return self.ok + self.diverged + self.failed + self.lost_lease
-
-
-def best_table(rows: list[dict]) -> pd.DataFrame:
-    """Per method and factor: runs, statuses and best / mean test accuracy."""
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    g = df.groupby(["method", "factor"], sort=True)
-    out = g.agg(runs=("run_id", "size"), ok=("status", lambda s: int((s == "ok").sum())))
-    if "test_accuracy" in df:
-        out["mean_test_accuracy"] = g["test_accuracy"].mean()
-        out["best_test_accuracy"] = g["test_accuracy"].max()
-    return out.reset_index()
 
 
 def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor: str = "local",

@@ -261,6 +261,13 @@ def leases(results: str | Path, recipe: str) -> list[dict]:
     return out
 
 
+def breakable(found: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Leases (from `leases`) sorted for `--break-locks`: (kept: held by a live process on this host,
+    never broken; the others, which only the user can know to be gone)."""
+    kept = [x for x in found if x["this_host"] and x["alive"]]
+    return kept, [x for x in found if x not in kept]
+
+
 def break_lease(path: Path) -> bool:
     """Remove a lease unless a live process on this host holds it; True if removed."""
     with _guard(path.parent):

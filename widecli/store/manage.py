@@ -20,7 +20,9 @@ from widecli.errors import StoreError
 from widecli.store import lock
 from widecli.store.runs import INDEX, RESULT, flatten, read_result, rebuild_index
 
-STATUSES = ("ok", "diverged", "failed", "corrupt", "partial")
+# The statuses of run directories in the store (`widecli runs --status`); a sweep's run statuses
+# (new, finished, ...) are another thing.
+STORED_STATUSES = ("ok", "diverged", "failed", "corrupt", "partial")
 
 
 @dataclass
@@ -101,8 +103,8 @@ def select(runs: list[StoredRun], status: list[str] | None = None, where: dict[s
     """The runs with one of these statuses, whose runs.csv columns equal every `where` value, and
     whose id starts with one of `ids`."""
     for s in status or []:
-        if s not in STATUSES:
-            raise StoreError(f"--status: unknown status {s!r}; allowed: {', '.join(STATUSES)}")
+        if s not in STORED_STATUSES:
+            raise StoreError(f"--status: unknown status {s!r}; allowed: {', '.join(STORED_STATUSES)}")
     chosen = []
     for r in runs:
         if status and r.status not in status:
@@ -113,6 +115,13 @@ def select(runs: list[StoredRun], status: list[str] | None = None, where: dict[s
             continue
         chosen.append(r)
     return chosen
+
+
+def find(results: str | Path, recipes: list[str] | None = None, status: list[str] | None = None,
+         where: list[str] = (), ids: list[str] | None = None) -> list[StoredRun]:
+    """The stored runs of `widecli runs`: scanned (of the recipes named, default all), then selected by
+    status, `--where key=value` items (parse_where) and id prefixes."""
+    return select(scan(results, recipes or None), status, parse_where(list(where)), ids)
 
 
 def _equal(stored: Any, wanted: Any) -> bool:

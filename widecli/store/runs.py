@@ -1,7 +1,9 @@
 """The run store: results/<recipe>/<run_id>/{spec.yaml, metrics.csv, model.pt, result.json}.
 
 The store reads and writes files; it knows run specs only as pydantic models with `recipe` and
-`run_id`, and nothing of models or training.
+`run_id`, and nothing of models or training. It is also the one reader of runs: `iter_runs` (every
+finished run's result), `read_run` (one run's), `read_epochs` (one run's metrics.csv) and
+`read_metrics` (every epoch of every run as one DataFrame); nothing else builds a run's path.
 
 Every file is written to a temporary name and renamed into place; a run's files are first staged
 in results/<recipe>/.staging/ and then renamed into its directory, `result.json` last. It carries
@@ -21,7 +23,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import torch
@@ -36,6 +38,7 @@ FORMAT = 1
 
 
 def run_dir(results: str | Path, spec) -> Path:
+    """results/<recipe>/<run_id> of a spec (or anything with `recipe` and `run_id`)."""
     return Path(results) / spec.recipe / spec.run_id
 
 
@@ -220,6 +223,65 @@ def finished_runs(results: str | Path, recipe: str | None = None, verify_files: 
     except OSError as e:
         raise StoreError(f"{e.filename or root}: cannot read the results directory ({e.strerror or e})") from None
     return out
+
+
+# --------------------------------------------------------------------------- the one reader of runs
+
+
+def iter_runs(results: str | Path, recipes: list[str] | None = None, *, verify_files: bool = True,
+              rejected: list[str] | None = None, required: bool = False) -> Iterator[dict]:
+    """The result (verified result.json) of every finished run under `results`, of the recipes named
+    (default: all), recipe by recipe; two recipes may hold the same run id (ids hash what a run
+    computes, not its recipe). `rejected` collects one line per result file left out and why (see
+    finished_runs); `required`: StoreError when there is no finished run at all."""
+    found = False
+    for name in dict.fromkeys(recipes or [None]):
+        for result in finished_runs(results, name, verify_files, rejected).values():
+            found = True
+            yield result
+    if required and not found:
+        raise StoreError(f"{results}: no finished runs{' of ' + ', '.join(recipes) if recipes else ''}; "
+                         f"run `widecli sweep RECIPE` first")
+
+
+def read_run(results: str | Path, spec, verify_files: bool = True) -> dict:
+    """The result of one run (a spec's recipe and run id); StoreError if it is not a finished run."""
+    return read_result(run_dir(results, spec), verify_files)
+
+
+def holds_runs(folder: Path, levels: int = 1) -> bool:
+    """Whether a run's result.json lies `levels` folders below `folder`: 1 for a recipe's folder
+    (results/<recipe>/), 2 for a results directory."""
+    return any(folder.glob("*/" * levels + RESULT))
+
+
+def read_epochs(results: str | Path, result: dict) -> pd.DataFrame:
+    """A run's metrics.csv (one row per epoch; empty for a run that stopped before its first epoch)."""
+    path = Path(results) / result["recipe"] / result["run_id"] / METRICS
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({"epoch": pd.Series(dtype="int64")})
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+METRICS_KEYS = ("recipe", "run_id", "epoch")   # the first columns of read_metrics
+
+
+def read_metrics(results: str | Path, recipes: list[str] | None = None) -> pd.DataFrame:
+    """Every epoch of every finished run (of `recipes`, default all): one row per (recipe, run_id,
+    epoch), with the per-epoch metrics of metrics.csv and the run's flattened spec and final values
+    (the columns of runs.csv; where a final value shares a name with a per-epoch metric, the
+    per-epoch value is kept). StoreError when there is no finished run."""
+    runs = list(iter_runs(results, recipes, required=True))
+    epochs = pd.concat([read_epochs(results, r).assign(_run=i) for i, r in enumerate(runs)], ignore_index=True)
+    # One row per run, repeated per epoch by position: no per-run column inserts, one concat.
+    spec = pd.DataFrame([flatten(r) for r in runs])
+    spec = spec.drop(columns=[c for c in spec.columns if c in epochs.columns])
+    df = pd.concat([spec.take(epochs.pop("_run").to_numpy()).reset_index(drop=True), epochs], axis=1)
+    first = list(METRICS_KEYS) + [c for c in epochs.columns if c not in METRICS_KEYS]  # keys, metrics, spec
+    return df[first + [c for c in df.columns if c not in first]]
 
 
 def flatten(result: dict) -> dict[str, Any]:

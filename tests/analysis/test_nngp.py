@@ -1,4 +1,5 @@
-"""Kernel analysis: closed form vs wide networks, width and sparsity trends, determinism, CLI files."""
+"""The NNGP kernel analysis (widecli.analysis.nngp, `widecli kernel`): closed form vs wide networks, width
+and sparsity trends, determinism, CLI files."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import math
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import CPU, invoke
 
-from widecli.analysis import kernel
-from widecli.cli.app import app
+from widecli.analysis import nngp
 from widecli.config.schema import Recipe
 from widecli.execute import run as execute_run
 from widecli.execute.run import run_group
@@ -34,20 +34,20 @@ def _inputs(n=16, d=32) -> torch.Tensor:
 def test_closed_form_matches_monte_carlo_of_a_wide_relu_mlp(model, classes, inits):
     r = _recipe(model)
     x = _inputs()
-    limit = kernel.limit_kernel(x, r.model)
-    est = kernel.estimate(make_spec(r, 1, "dense", 0), x, classes, list(range(inits)), limit)
+    limit = nngp.limit_kernel(x, r.model)
+    est = nngp.monte_carlo_kernel(make_spec(r, 1, "dense", 0), x, classes, list(range(inits)), limit)
     # Tolerance: 4% relative Frobenius, and within 2.5 standard errors of the Monte Carlo mean
     # (init_distance / sqrt(M), about 0.02 here); the finite-width bias at these widths is < 0.5%.
     assert est.distance < 0.04
     assert est.distance < 2.5 * est.init_distance / math.sqrt(inits)
     # The tolerance discriminates: the same recursion with phi = identity is far outside it.
-    linear = kernel.limit_kernel(x, r.model.model_copy(update={"activation": "linear"}))
+    linear = nngp.limit_kernel(x, r.model.model_copy(update={"activation": "linear"}))
     assert ((est.mean - linear).norm() / linear.norm()) > 0.3
 
 
 def test_relu_arc_cosine_values():
     k = torch.tensor([[2.0, 0.0, -2.0], [0.0, 2.0, 0.0], [-2.0, 0.0, 2.0]], dtype=torch.float64)
-    e = kernel.relu_expectation(k)
+    e = nngp.relu_expectation(k)
     # diagonal: E[relu(u)^2] = k/2; orthogonal: k/(2 pi); anti-parallel: 0
     assert torch.allclose(torch.diagonal(e), torch.full((3,), 1.0, dtype=torch.float64))
     assert e[0, 1].item() == pytest.approx(2 / (2 * math.pi))
@@ -57,22 +57,22 @@ def test_relu_arc_cosine_values():
 def test_quadrature_matches_closed_forms():
     x = _inputs(8, 16).double()
     k = x @ x.T / 16
-    assert torch.allclose(kernel.quadrature_expectation(k, lambda t: t), k, atol=1e-10)
-    relu = kernel.relu_expectation(k)
-    assert ((kernel.quadrature_expectation(k, torch.relu) - relu).norm() / relu.norm()) < 0.02
+    assert torch.allclose(nngp.quadrature_expectation(k, lambda t: t), k, atol=1e-10)
+    relu = nngp.relu_expectation(k)
+    assert ((nngp.quadrature_expectation(k, torch.relu) - relu).norm() / relu.norm()) < 0.02
 
 
 def test_tanh_limit_matches_a_wide_mlp():
     r = _recipe({"hidden": [512], "parameterization": "ntk", "bias": False, "activation": "tanh"})
     x = _inputs()
-    est = kernel.estimate(make_spec(r, 1, "dense", 0), x, 128, list(range(64)), kernel.limit_kernel(x, r.model))
+    est = nngp.monte_carlo_kernel(make_spec(r, 1, "dense", 0), x, 128, list(range(64)), nngp.limit_kernel(x, r.model))
     assert est.distance < 0.05
 
 
 def test_distance_shrinks_as_dense_width_grows(data_root):
     r = _recipe({"hidden": [4, 4], "parameterization": "ntk", "bias": False}, factors=(1, 4, 32),
                 layers="all", root=data_root)
-    df = kernel.analyze(r, samples=48, inits=64).sort_values("factor")
+    df = nngp.analyze(r, samples=48, inits=64).sort_values("factor")
     d = df["distance"].tolist()
     assert d[0] > d[1] > d[2]
     assert d[2] < 0.5 * d[0]
@@ -82,7 +82,7 @@ def test_distance_shrinks_as_dense_width_grows(data_root):
 def test_sparse_masks_at_fixed_width_raise_the_distance(data_root):
     r = _recipe({"hidden": [4], "parameterization": "ntk", "bias": False}, factors=(16,),
                 methods=("sparse", "dense"), root=data_root)
-    df = kernel.analyze(r, samples=48, inits=128).set_index("method")
+    df = nngp.analyze(r, samples=48, inits=128).set_index("method")
     assert df.loc["sparse", "connectivity"] == pytest.approx(1 / 16)
     assert df.loc["dense", "connectivity"] == 1.0
     assert df.loc["sparse", "distance"] > 1.3 * df.loc["dense", "distance"]
@@ -91,9 +91,9 @@ def test_sparse_masks_at_fixed_width_raise_the_distance(data_root):
 
 def test_deterministic_for_a_seed(data_root):
     r = _recipe({"hidden": [8]}, factors=(1, 2), methods=("sparse", "dense"), root=data_root)
-    a = kernel.analyze(r, samples=32, inits=16, seed=3)
-    b = kernel.analyze(r, samples=32, inits=16, seed=3)
-    c = kernel.analyze(r, samples=32, inits=16, seed=4)
+    a = nngp.analyze(r, samples=32, inits=16, seed=3)
+    b = nngp.analyze(r, samples=32, inits=16, seed=3)
+    c = nngp.analyze(r, samples=32, inits=16, seed=4)
     pd.testing.assert_frame_equal(a, b)
     assert not (a["distance"].to_numpy() == c["distance"].to_numpy()).all()
 
@@ -101,17 +101,17 @@ def test_deterministic_for_a_seed(data_root):
 def test_stacked_inits_equal_one_by_one(data_root):
     spec = make_spec(_recipe({"hidden": [8]}, factors=(2,), methods=("sparse",), root=data_root), 2, "sparse", 0)
     x = _inputs(8, 40)
-    stacked = torch.cat(list(kernel.init_kernels(spec, x, 10, [0, 1, 2], "cpu")))
-    alone = torch.cat([next(kernel.init_kernels(spec, x, 10, [s], "cpu")) for s in (0, 1, 2)])
+    stacked = torch.cat(list(nngp.init_kernels(spec, x, 10, [0, 1, 2], "cpu")))
+    alone = torch.cat([next(nngp.init_kernels(spec, x, 10, [s], "cpu")) for s in (0, 1, 2)])
     assert torch.allclose(stacked, alone, atol=1e-6)
 
 
 def test_dense_reference_estimate_is_close_to_the_closed_form(data_root):
     r = _recipe({"hidden": [8], "parameterization": "ntk", "bias": False}, factors=(4,), root=data_root)
-    x, classes = kernel.inputs(r, 24)
-    est, name = kernel.reference_kernel(r, x, classes, 64, "cpu", how="dense")
+    x, classes = nngp.inputs(r, 24)
+    est, name = nngp.reference_kernel(r, x, classes, 64, "cpu", how="dense")
     assert name.startswith("dense f=") and name.endswith("estimate")
-    exact = kernel.limit_kernel(x, r.model)
+    exact = nngp.limit_kernel(x, r.model)
     assert ((est - exact).norm() / exact.norm()) < 0.15
 
 
@@ -120,12 +120,11 @@ def test_cli_writes_csv_and_plots_with_accuracy_correlation(make_recipe, tmp_pat
     results = tmp_path / "results"
     r = load_recipe(path)
     specs = expand(r)
-    ds = execute_run.dataset(specs[0], torch.device("cpu"))  # loaded once, reused by every run
+    ds = execute_run.dataset(specs[0], CPU)  # loaded once, reused by every run
     for spec in specs:
-        run_group([spec], results, torch.device("cpu"), record_failures=False)
-        assert execute_run.dataset(spec, torch.device("cpu")) is ds
-    res = CliRunner().invoke(app, ["kernel", str(path), "--samples", "32", "--inits", "8",
-                                   "--results", str(results)])
+        run_group([spec], results, CPU, record_failures=False)
+        assert execute_run.dataset(spec, CPU) is ds
+    res = invoke("kernel", path, "--samples", "32", "--inits", "8", "--results", results)
     assert res.exit_code == 0, res.output
     assert "factor 2 sparse rule proportional" in res.output and "Spearman rho" in res.output
     folder = results / "tiny"
@@ -140,15 +139,14 @@ def test_cli_writes_csv_and_plots_with_accuracy_correlation(make_recipe, tmp_pat
 
 def test_cli_factors_option_and_errors(make_recipe, tmp_path):
     path = make_recipe()
-    res = CliRunner().invoke(app, ["kernel", str(path), "--factors", "1,3", "--samples", "16", "--inits", "4",
-                                   "--results", str(tmp_path)])
+    res = invoke("kernel", path, "--factors", "1,3", "--samples", "16", "--inits", "4", "--results", tmp_path)
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "tiny" / "kernel.csv")
     assert sorted(df["factor"].unique()) == [1.0, 3.0]
     assert not (tmp_path / "tiny" / "kernel_vs_accuracy.png").exists()
-    bad = CliRunner().invoke(app, ["kernel", str(path), "--samples", "999999", "--results", str(tmp_path)])
+    bad = invoke("kernel", path, "--samples", "999999", "--results", tmp_path)
     assert bad.exit_code == 2 and "--samples" in bad.output and "inputs" in bad.output
-    bad = CliRunner().invoke(app, ["kernel", str(path), "--factors", "1,x", "--results", str(tmp_path)])
+    bad = invoke("kernel", path, "--factors", "1,x", "--results", tmp_path)
     assert bad.exit_code == 2 and "--factors" in bad.output
 
 
@@ -161,11 +159,11 @@ def test_inputs_are_what_evaluation_feeds_the_model(tmp_path):
     r = Recipe.model_validate({"name": "k", "data": {"dataset": "mnist5k", "root": str(tmp_path),
                                                      "normalize": "pixelwise_batch_official"},
                                "model": {"hidden": [8]}, "train": {"batch_size": 256}})
-    x, classes = kernel.inputs(r, 300, "test")
+    x, classes = nngp.inputs(r, 300, "test")
     ds = load_dataset(r.data)
     expected = normalize.per_batch("pixelwise_batch_official", ds.x_test[:1000], dim=0)[:300]
     assert classes == 10 and torch.equal(x, expected)
     assert (x.reshape(300, -1)[:, 0] == 1).all()                 # a background pixel: +1, not 0
-    train, _ = kernel.inputs(r, 300, "train")                    # training-sized batches: 256 + 44 of the next
+    train, _ = nngp.inputs(r, 300, "train")                    # training-sized batches: 256 + 44 of the next
     assert torch.equal(train[256:], normalize.per_batch("pixelwise_batch_official", ds.x_train[256:512], dim=0)[:44])
     assert (train.reshape(300, -1)[:, 0] == -1).all()

@@ -6,7 +6,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from widecli.cli.console import out, pct
+from widecli.cli.render import console
+from widecli.cli.render.console import pct
 
 
 def trial_line(status: str, t: dict, best: dict[str, float]) -> str:
@@ -29,9 +30,10 @@ def trial_line(status: str, t: dict, best: dict[str, float]) -> str:
 def tune_start(s, jobs: int) -> None:
     cells = ", ".join(c.name for c in s.cells)
     space = "; ".join(sp.text() for sp in s.spaces)
-    out.print(f"[bold]{s.recipe.name}[/]: tuning {escape(space)} per cell ({cells}): up to {s.trials} trials each, "
-              f"{len(s.recipe.seeds)} seed(s) per trial, {jobs} process(es); runs in {s.results / s.recipe.name}, "
-              f"the search in {s.folder / 'optuna.db'} (interrupt and rerun to resume)")
+    console.out.print(f"[bold]{s.recipe.name}[/]: tuning {escape(space)} per cell ({cells}): up to {s.trials} "
+                      f"trials each, {len(s.recipe.seeds)} seed(s) per trial, {jobs} process(es); runs in "
+                      f"{s.results / s.recipe.name}, the search in {s.folder / 'optuna.db'} (interrupt and rerun to "
+                      f"resume)")
 
 
 def tune_summary(s, sums) -> None:
@@ -45,4 +47,4 @@ def tune_summary(s, sums) -> None:
         t.add_row(c.cell.name, *[f"{b['values'][sp.key]:.4g}" if b else "-" for sp in s.spaces],
                   pct(b["value"]) if b else "-", pct(b["test"]) if b and b["test"] is not None else "-",
                   str(c.count("complete")), str(c.count("pruned")), str(c.count("fail")))
-    out.print(t)
+    console.out.print(t)

@@ -1,4 +1,5 @@
-"""NNGP kernel at initialization and its distance to the infinite-width kernel (paper Section 3, Fig. 7).
+"""The NNGP kernel at initialization and its distance to the infinite-width kernel (paper Section 3,
+Fig. 7; the command `widecli kernel`).
 
 For every planned (factor, method, rule) of a recipe: the empirical kernel K_f(x, x') =
 E_init[f(x) . f(x')] / C of the pre-softmax logits on N fixed inputs, estimated over M seeded inits
@@ -25,8 +26,8 @@ from widecli.data.resident import ResidentBatches, load_dataset
 from widecli.errors import RecipeError
 from widecli.methods import METHODS, build, plan_weights
 from widecli.models.registry import arch
+from widecli.store.runs import atomic_write, iter_runs
 from widecli.recipes import expand, make_spec
-from widecli.store.runs import atomic_write, finished_runs
 
 CSV, FACTOR_PNG, ACCURACY_PNG = "kernel.csv", "kernel_vs_factor.png", "kernel_vs_accuracy.png"
 CHUNK_FLOATS = 3 * 10**7           # weights of the inits built at once (~120 MB in fp32)
@@ -81,7 +82,8 @@ def quadrature_expectation(k: torch.Tensor, act: Callable, degree: int = 48,
     return out.reshape(k.shape)
 
 
-ACTIVATIONS = {"tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
+# Activations whose infinite-width expectation is computed by quadrature (relu and linear have closed forms).
+QUADRATURE_ACTIVATIONS = {"tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
 def activation_expectation(k: torch.Tensor, activation: str) -> torch.Tensor:
@@ -89,10 +91,10 @@ def activation_expectation(k: torch.Tensor, activation: str) -> torch.Tensor:
         return relu_expectation(k)
     if activation == "linear":
         return k.clone()
-    if activation in ACTIVATIONS:
-        return quadrature_expectation(k, ACTIVATIONS[activation])
+    if activation in QUADRATURE_ACTIVATIONS:
+        return quadrature_expectation(k, QUADRATURE_ACTIVATIONS[activation])
     raise RecipeError(f"model.activation: no infinite-width kernel for {activation!r}; "
-                      f"allowed: relu, linear, {', '.join(ACTIVATIONS)}")
+                      f"allowed: relu, linear, {', '.join(QUADRATURE_ACTIVATIONS)}")
 
 
 def limit_kernel(x: torch.Tensor, model_cfg) -> torch.Tensor:
@@ -135,7 +137,7 @@ def init_kernels(spec: RunSpec, x: torch.Tensor, num_classes: int, seeds: list[i
         yield (f @ f.transpose(1, 2)).double() / num_classes
 
 
-def estimate(spec: RunSpec, x: torch.Tensor, num_classes: int, seeds: list[int],
+def monte_carlo_kernel(spec: RunSpec, x: torch.Tensor, num_classes: int, seeds: list[int],
              reference: torch.Tensor, device="cpu") -> KernelEstimate:
     """Monte Carlo kernel of `spec` over one init per seed and its distances to `reference`."""
     ref = reference.to(device)
@@ -149,7 +151,7 @@ def estimate(spec: RunSpec, x: torch.Tensor, num_classes: int, seeds: list[int],
     # sum_{m != m'} <D_m, D_m'> / (M (M-1)) is an unbiased estimate of ||E K - K_inf||^2.
     cross = (float(total.norm()) ** 2 - sq) / (m * (m - 1)) if m > 1 else float("nan")
     return KernelEstimate((total / m + ref).cpu(), float(total.norm()) / m / scale,
-                    math.sqrt(max(cross, 0.0)) / scale, norms / m / scale)
+                          math.sqrt(max(cross, 0.0)) / scale, norms / m / scale)
 
 
 # --------------------------------------------------------------------------- the study
@@ -232,7 +234,7 @@ def analyze(recipe: Recipe, samples: int = 256, inits: int = 128, device="cpu", 
     rows = []
     for spec in kernel_specs(recipe):
         p = plan_weights(spec, tuple(x.shape[1:]), classes)
-        est = estimate(spec, x, classes, seeds, ref, device)
+        est = monte_carlo_kernel(spec, x, classes, seeds, ref, device)
         row = {"factor": spec.factor, "method": spec.method,
                "rule": spec.sparsity.rule if method_uses_sparsity(spec) else "-",
                "connectivity": p.connectivity, "nonzeros": p.nonzeros,
@@ -252,7 +254,7 @@ def attach_accuracy(df: pd.DataFrame, results: str | Path, recipe_name: str) -> 
     runs = pd.DataFrame([{"stack_key": RunSpec.model_validate(r["spec"]).stack_key(),
                           "test_accuracy": r["final"]["test_accuracy"],
                           "train_accuracy": r["final"].get("train_accuracy", math.nan)}
-                         for r in finished_runs(results, recipe_name).values() if r.get("status") == "ok"],
+                         for r in iter_runs(results, [recipe_name]) if r.get("status") == "ok"],
                         columns=["stack_key", "test_accuracy", "train_accuracy"])
     acc = runs.groupby("stack_key").agg(runs=("test_accuracy", "size"), test_accuracy=("test_accuracy", "mean"),
                                         train_accuracy=("train_accuracy", "mean"))
