@@ -53,6 +53,38 @@ def make_recipe(tmp_path, data_root):
 
 
 @pytest.fixture
+def recipe_of(make_recipe):
+    """A loaded tiny recipe: recipe_of(overrides dict merged as in make_recipe, *sets as --set strings)."""
+    from widecli.recipes import load_recipe
+
+    def load(overrides: dict | None = None, *sets: str, name: str = "tiny"):
+        return load_recipe(make_recipe(overrides, name=name), list(sets))
+    return load
+
+
+@pytest.fixture
+def specs_of(recipe_of):
+    """Every run of a tiny recipe (config.expand), optionally only one factor and/or method."""
+    from widecli.recipes import expand
+
+    def specs(overrides: dict | None = None, *sets: str, factor: float | None = None,
+              method: str | None = None) -> list:
+        return [s for s in expand(recipe_of(overrides, *sets))
+                if (factor is None or s.factor == factor) and (method is None or s.method == method)]
+    return specs
+
+
+@pytest.fixture
+def spec_of(recipe_of):
+    """One run of a tiny recipe: spec_of(overrides, *sets, factor=, method=, seed=) (make_spec)."""
+    from widecli.recipes import make_spec
+
+    def spec(overrides: dict | None = None, *sets: str, factor: float = 2, method: str = "sparse", seed: int = 0):
+        return make_spec(recipe_of(overrides, *sets), factor, method, seed)
+    return spec
+
+
+@pytest.fixture
 def run_stored():
     """Train runs through the one run path (execute.run.run_group: lock, train, write) and read each
     back from the store: [(run, run directory)], run.status/.final/.metrics/.error from its files.

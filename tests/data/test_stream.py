@@ -88,11 +88,11 @@ def test_epoch_batches_are_seeded_by_epoch(folder):
     ds.workers = 0  # in this process: seeded the same way, and the global generator is left alone
     before = torch.get_rng_state()
     assert all(torch.equal(a[0], b[0]) for a, b in zip(list(batches(ds, 0, 3, 5, torch.device("cpu"))),
-                                                        list(batches(ds, 0, 3, 5, torch.device("cpu")))))
+                                                        list(batches(ds, 0, 3, 5, torch.device("cpu"))), strict=True))
     assert torch.equal(before, torch.get_rng_state())
     assert [y.shape[1] for _, y in first] == [5, 5, 2]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
     assert sorted(torch.cat([y[0] for _, y in first]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     x = first[0][0]
     assert x.shape == (1, 5, 3, 224, 224) and x.dtype == torch.float32

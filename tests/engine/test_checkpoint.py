@@ -48,7 +48,7 @@ def test_interrupted_run_resumes_identical(tmp_path, data_root, run_stored):
     [(resumed, path)] = run_stored([spec], tmp_path / "b", cpu, on_epoch=lambda e, n, r: seen.append(e))
     assert seen == [3, 4]                       # epochs 1-2 came from the checkpoint
     assert not (path / NAME).exists()           # removed once the run is stored
-    assert resumed.metrics == [{**r, "seconds": s["seconds"]} for r, s in zip(whole.metrics, resumed.metrics)]
+    assert resumed.metrics == [{**r, "seconds": s["seconds"]} for r, s in zip(whole.metrics, resumed.metrics, strict=True)]
     for name, t in whole.state.items():
         assert torch.equal(t, resumed.state[name]), name
     assert all(torch.equal(whole.masks[n], resumed.masks[n]) for n in whole.masks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import invoke
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -58,7 +59,7 @@ def test_every_rank_ends_with_the_single_process_weights(tmp_path, data_root, si
         w = got["state"]["fc1.weight"]
         assert not w[~got["masks"]["fc1"].bool()].any() and (w != 0).sum() == got["masks"]["fc1"].sum()
         # Metrics are reduced over ranks: the same epoch averages as one process.
-        for a, b in zip(got["metrics"], single.metrics):
+        for a, b in zip(got["metrics"], single.metrics, strict=True):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
             assert a["train_accuracy"] == pytest.approx(b["train_accuracy"], abs=1e-9)
             assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-9)
@@ -66,9 +67,7 @@ def test_every_rank_ends_with_the_single_process_weights(tmp_path, data_root, si
 
 def test_cli_gpus_spawns_and_rank0_writes(tmp_path, data_root, single):
     import yaml
-    from typer.testing import CliRunner
 
-    from widecli.cli.app import app
 
     spec = make_spec(data_root, gpus=2)
     assert spec.run_id == make_spec(data_root).run_id  # gpus is an execution key
@@ -77,7 +76,7 @@ def test_cli_gpus_spawns_and_rank0_writes(tmp_path, data_root, single):
            "widen": {"layers": "first", "factors": [2], "methods": ["sparse"]},
            "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "backend": "dense"}}
     recipe.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(app, ["train", str(recipe), "--gpus", "2", "--device", "cpu",
+    result = invoke(*["train", str(recipe), "--gpus", "2", "--device", "cpu",
                                       "--results", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert "on 2 x cpu" in result.output

@@ -35,7 +35,7 @@ def test_fallback_without_the_private_kernel_gives_the_same_update(monkeypatch):
     plain, built_plain, loss_plain = _train()
     assert not plain.sgd  # hidden: the step uses opt.step()
     torch.testing.assert_close(loss_plain, loss_fused)
-    for (name, a), (_, b) in zip(built_fused.model.named_parameters(), built_plain.model.named_parameters()):
+    for (name, a), (_, b) in zip(built_fused.model.named_parameters(), built_plain.model.named_parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     mask = built_plain.masks["fc1"]
     assert (built_plain.model.fc1.weight[~mask] == 0).all()   # masks still enforced after the update

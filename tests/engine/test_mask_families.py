@@ -79,7 +79,7 @@ def test_masks_that_change_differ_by_seed_and_stack_like_solo_runs(tmp_path, dat
     specs = quickstart(data_root, "rigl", seeds=(0, 1))
     stacked = run_stored(specs, tmp_path / "k2", CPU)
     assert [r.final["stacked_with"] for r, _ in stacked] == [2, 2]
-    for spec, (together, _) in zip(specs, stacked):
+    for spec, (together, _) in zip(specs, stacked, strict=True):
         [(alone, _)] = run_stored([spec], tmp_path / f"solo{spec.seed}", CPU)
         assert all(torch.equal(together.masks[n], alone.masks[n]) for n in alone.masks)
         assert together.final["test_accuracy"] == pytest.approx(alone.final["test_accuracy"], abs=2e-3)

@@ -8,25 +8,23 @@ from helpers import CPU
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
 from widecli.execute.plan import should_stack
-from widecli.recipes import load_recipe, make_spec
 
 
-def specs_for(make_recipe, seeds, factor=2, method="sparse", **train_cfg):
-    r = load_recipe(make_recipe({"data": {"subset": 384}, "seeds": seeds,
-                                     "train": {"epochs": 2, "backend": "dense", **train_cfg}}))
-    return [make_spec(r, factor, method, s) for s in seeds]
+def specs_for(spec_of, seeds, factor=2, method="sparse", **train_cfg):
+    over = {"data": {"subset": 384}, "seeds": seeds, "train": {"epochs": 2, "backend": "dense", **train_cfg}}
+    return [spec_of(over, factor=factor, method=method, seed=s) for s in seeds]
 
 
-def test_stacked_equals_solo(make_recipe):
-    specs = specs_for(make_recipe, [0, 1, 2], optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+def test_stacked_equals_solo(spec_of):
+    specs = specs_for(spec_of, [0, 1, 2], optimizer="sgd", momentum=0.9, weight_decay=5e-4)
     ds = load_dataset(specs[0].data, CPU)
     stacked = train(specs, ds, CPU)
-    for spec, st in zip(specs, stacked):
+    for spec, st in zip(specs, stacked, strict=True):
         [solo] = train([spec], ds, CPU)
         assert st.final["stacked_with"] == 3 and solo.final["stacked_with"] == 1
         for key in solo.state:
             torch.testing.assert_close(st.state[key], solo.state[key], rtol=1e-4, atol=1e-5)
-        for a, b in zip(st.metrics, solo.metrics):
+        for a, b in zip(st.metrics, solo.metrics, strict=True):
             for m in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
                 assert abs(a[m] - b[m]) < 1e-4, (m, a[m], b[m])
         assert all(torch.equal(st.masks[n], solo.masks[n]) for n in solo.masks)
@@ -35,18 +33,18 @@ def test_stacked_equals_solo(make_recipe):
     assert not torch.equal(stacked[0].masks["fc1"], stacked[1].masks["fc1"])
 
 
-def test_should_stack(make_recipe):
-    specs = specs_for(make_recipe, [0, 1, 2])
+def test_should_stack(spec_of):
+    specs = specs_for(spec_of, [0, 1, 2])
     assert should_stack(specs, CPU)
     assert not should_stack(specs[:1], CPU)                       # nothing to stack
-    off = specs_for(make_recipe, [0, 1], stack="off")
+    off = specs_for(spec_of, [0, 1], stack="off")
     assert not should_stack(off, CPU)
-    other_factor = specs_for(make_recipe, [1], factor=4)
+    other_factor = specs_for(spec_of, [1], factor=4)
     assert not should_stack(specs[:1] + other_factor, CPU)         # different shapes
-    sparse = specs_for(make_recipe, [0, 1], backend="sparse")
+    sparse = specs_for(spec_of, [0, 1], backend="sparse")
     assert not should_stack(sparse, CPU)                          # CSR weights hold one run
     # auto on CPU: a large layer at low connectivity goes sparse, so its seeds train one by one.
-    low = specs_for(make_recipe, [0, 1], factor=32, backend="auto", **{})
+    low = specs_for(spec_of, [0, 1], factor=32, backend="auto", **{})
     wide = [s.model_copy(update={"model": s.model.model_copy(update={"hidden": [64]})}) for s in low]
     assert not should_stack(wide, CPU, (40,), 10)
     assert should_stack(wide, torch.device("cuda"), (40,), 10)
@@ -75,5 +73,5 @@ def test_stacked_linear_backward_matches_autograd():
         ref.backward(g)
         with torch.no_grad():
             torch.testing.assert_close(layer(x), ref)   # the no-grad path computes the same
-        for a, b in zip(mine, [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])):
+        for a, b in zip(mine, [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else []), strict=True):
             torch.testing.assert_close(a, b)

@@ -32,14 +32,14 @@ def test_stacked_convnet_equals_solo(make_recipe, arch):
     ds = load_dataset(specs[0].data, CPU)
     stacked = train(specs, ds, CPU)
     assert all(o.final["stacked_with"] == 3 for o in stacked)
-    for spec, st in zip(specs, stacked):
+    for spec, st in zip(specs, stacked, strict=True):
         [solo] = train([spec], ds, CPU)
         assert solo.final["stacked_with"] == 1
         assert st.state.keys() == solo.state.keys()
         for key in solo.state:  # the solo layout: a stored stacked run loads into the solo model
             assert st.state[key].shape == solo.state[key].shape, key
             torch.testing.assert_close(st.state[key].float(), solo.state[key].float(), rtol=1e-3, atol=1e-4)
-        for a, b in zip(st.metrics, solo.metrics):
+        for a, b in zip(st.metrics, solo.metrics, strict=True):
             for m in ("train_loss", "test_loss", "test_accuracy"):
                 assert abs(a[m] - b[m]) < 1e-3, (m, a[m], b[m])
         assert st.masks.keys() == solo.masks.keys() and all(torch.equal(st.masks[n], solo.masks[n]) for n in solo.masks)
@@ -56,7 +56,7 @@ def test_one_stacked_copy_computes_the_solo_forward(make_recipe):
     stacked = build([spec], (1, 8, 8), 10).model.eval()
     stack_convnet(stacked, 1)
     with torch.no_grad():
-        for (n, t), (_, s) in zip(solo.state_dict().items(), stacked.state_dict().items()):
+        for (n, t), (_, s) in zip(solo.state_dict().items(), stacked.state_dict().items(), strict=True):
             s.copy_(t.view(s.shape))
         x = torch.randn(5, 1, 8, 8)
         torch.testing.assert_close(stacked(x[None])[0], solo(x), rtol=1e-5, atol=1e-6)

@@ -32,7 +32,7 @@ def both(make_recipe, backend="dense", **kw):
 
 
 def assert_same(fused, plain):
-    for f, p in zip(fused, plain):
+    for f, p in zip(fused, plain, strict=True):
         assert f.final["fused_step"] is True and p.final["fused_step"] is False
         assert f.state.keys() == p.state.keys()
         for key in p.state:

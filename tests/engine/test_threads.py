@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import CPU
+from helpers import CPU, invoke
 
 from widecli.engine import threads
 from widecli.errors import RecipeError
@@ -103,13 +103,11 @@ def test_auto_jobs_uses_free_cores_for_small_runs_only(make_recipe, monkeypatch)
 
 
 def test_jobs_option_takes_auto_or_a_positive_integer(make_recipe, tmp_path):
-    from typer.testing import CliRunner
 
-    from widecli.cli.app import app
 
     recipe = make_recipe({"widen": {"factors": [1]}})
-    r = CliRunner().invoke(app, ["sweep", str(recipe), "--jobs", "many", "--results", str(tmp_path)])
+    r = invoke(*["sweep", str(recipe), "--jobs", "many", "--results", str(tmp_path)])
     assert r.exit_code == 2 and "--jobs: got 'many'; expected auto or an integer >= 1" in r.stderr
-    r = CliRunner().invoke(app, ["sweep", str(recipe), "--jobs", "auto", "--results", str(tmp_path),
+    r = invoke(*["sweep", str(recipe), "--jobs", "auto", "--results", str(tmp_path),
                                  "--device", "cpu"])
     assert r.exit_code == 0 and "1 ok" in r.output, r.output

@@ -22,9 +22,9 @@ from widecli.store import runs as store
 
 
 @pytest.fixture
-def specs(make_recipe):
+def specs(specs_of):
     # factor 1 (one dense baseline per seed) + factor 2 x {sparse, dense}: 6 runs in 3 stacked groups
-    return expand(load_recipe(make_recipe({"seeds": [0, 1], "train": {"epochs": 2, "lr": 0.05}})))
+    return specs_of({"seeds": [0, 1], "train": {"epochs": 2, "lr": 0.05}})
 
 
 def inject(monkeypatch, name: str, err: int = errno.ENOSPC, run_id: str | None = None,

@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CPU
-from typer.testing import CliRunner
+from helpers import CPU, invoke
 
-from widecli.cli.app import app
 from widecli.execute import run as runner
 from widecli.execute.run import LOST_LEASE, run_group
 from widecli.execute.sweep import sweep
@@ -112,7 +110,7 @@ def test_the_cli_says_which_run_lost_its_lease(recipe, tmp_path, monkeypatch, co
             on_epoch(e, n, rows)
         return real(specs, data, device, epoch, checkpoint_dir)
     monkeypatch.setattr(runner, "fit", fit)
-    res = CliRunner().invoke(app, [command, str(recipe), "--results", str(tmp_path), "--device", "cpu"])
+    res = invoke(*[command, str(recipe), "--results", str(tmp_path), "--device", "cpu"])
     assert res.exit_code == code, res.output
     assert LOST_LEASE in res.output and spec.run_id in res.output and OTHER in res.output
     if command == "sweep":

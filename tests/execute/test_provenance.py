@@ -11,10 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 import yaml
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
 from widecli.execute import provenance
 from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
@@ -44,7 +43,7 @@ def repo(tmp_path, data_root) -> Path:
 
 
 def train(recipe: Path, results: Path, *extra: str) -> str:
-    res = CliRunner().invoke(app, ["train", str(recipe), "--results", str(results), "--device", "cpu", *extra])
+    res = invoke(*["train", str(recipe), "--results", str(results), "--device", "cpu", *extra])
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -118,12 +117,12 @@ def test_runs_id_shows_provenance_and_execution(repo, tmp_path):
     results = tmp_path / "results"
     train(repo / "r.yaml", results, "--seed", "0")
     run_id = stored(results, repo / "r.yaml", 0)["run_id"]
-    res = CliRunner().invoke(app, ["runs", str(results), "--id", run_id[:6]])
+    res = invoke(*["runs", str(results), "--id", run_id[:6]])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert f"commit {git(repo, 'rev-parse', 'HEAD')[:12]} (clean)" in text and "recipe r.yaml" in text
     assert "execution: device cpu" in text and "packages: sha256" in text
-    res = CliRunner().invoke(app, ["runs", str(results), "--id", run_id, "--json"])
+    res = invoke(*["runs", str(results), "--id", run_id, "--json"])
     [doc] = json.loads(res.output)
     assert doc["provenance"]["recipe"]["commit"] == git(repo, "rev-parse", "HEAD")
 

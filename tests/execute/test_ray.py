@@ -7,10 +7,9 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from helpers import invoke
 import torch
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
 from widecli.execute import ray as ray_executor
 from widecli.execute.run import run_group
 from widecli.execute.sweep import sweep
@@ -56,7 +55,7 @@ def test_address_auto_starts_a_local_ray_and_worker_errors_come_back(make_recipe
     import ray
 
     good = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}})
-    res = CliRunner().invoke(app, ["sweep", str(good), "--results", str(tmp_path), "--executor", "ray",
+    res = invoke(*["sweep", str(good), "--results", str(tmp_path), "--executor", "ray",
                                    "--address", "auto", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "trained 2: 2 ok" in res.output and not ray.is_initialized()  # started, then shut down

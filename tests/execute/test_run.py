@@ -25,17 +25,16 @@ def stored_outcome(path, status, error):
                            state=saved["state"], masks=saved["masks"])
 
 
-def run_one(make_recipe, tmp_path, factor, method="sparse", seed=0, overrides=()):
-    r = load_recipe(make_recipe(), list(overrides))
-    spec = make_spec(r, factor, method, seed)
+def run_one(spec_of, tmp_path, factor, method="sparse", seed=0, overrides=()):
+    spec = spec_of(None, *overrides, factor=factor, method=method, seed=seed)
     report = run_group([spec], tmp_path / "results", CPU, record_failures=False)
     [(run_id, status, error)], [path] = report.trained, report.written
     assert run_id == spec.run_id and path == store.run_dir(tmp_path / "results", spec)
     return spec, stored_outcome(path, status, error), path
 
 
-def test_one_epoch_beats_chance_by_a_wide_margin(make_recipe, tmp_path):
-    _, outcome, path = run_one(make_recipe, tmp_path, 4, overrides=["train.epochs=1", "model.hidden=[64]",
+def test_one_epoch_beats_chance_by_a_wide_margin(spec_of, tmp_path):
+    _, outcome, path = run_one(spec_of, tmp_path, 4, overrides=["train.epochs=1", "model.hidden=[64]",
                                                                       "train.batch_size=32"])
     assert outcome.status == "ok"
     assert outcome.final["test_accuracy"] > 0.25  # chance is 0.10
@@ -44,11 +43,11 @@ def test_one_epoch_beats_chance_by_a_wide_margin(make_recipe, tmp_path):
     assert len(pd.read_csv(path / "metrics.csv")) == 1
 
 
-def test_masked_weights_stay_zero_under_momentum_and_weight_decay(make_recipe, tmp_path):
+def test_masked_weights_stay_zero_under_momentum_and_weight_decay(spec_of, tmp_path):
     # 4000 examples / batch 200 = 20 SGD steps with momentum 0.9 and weight decay
     over = ["train.epochs=1", "train.batch_size=200", "train.momentum=0.9", "train.weight_decay=0.01",
             "train.lr=0.5", "train.schedule=constant"]
-    spec, outcome, path = run_one(make_recipe, tmp_path, 8, overrides=over)
+    spec, outcome, path = run_one(spec_of, tmp_path, 8, overrides=over)
     for name in ("fc1", "out"):
         w, m = outcome.state[f"{name}.weight"], outcome.masks[name]
         assert (w[~m] == 0).all() and (w[m] != 0).float().mean() > 0.99
@@ -57,32 +56,32 @@ def test_masked_weights_stay_zero_under_momentum_and_weight_decay(make_recipe, t
     assert nonzeros == store.read_result(path)["weights"]["budget"]
 
 
-def test_adam_keeps_masks_too(make_recipe, tmp_path):
-    _, outcome, _ = run_one(make_recipe, tmp_path, 8, overrides=["train.epochs=1", "train.optimizer=adam",
+def test_adam_keeps_masks_too(spec_of, tmp_path):
+    _, outcome, _ = run_one(spec_of, tmp_path, 8, overrides=["train.epochs=1", "train.optimizer=adam",
                                                                 "train.lr=0.01", "train.weight_decay=0.1"])
     w, m = outcome.state["fc1.weight"], outcome.masks["fc1"]
     assert (w[~m] == 0).all()
 
 
-def test_same_spec_same_metrics_on_cpu(make_recipe, tmp_path):
-    _, a, _ = run_one(make_recipe, tmp_path / "a", 2)
-    _, b, _ = run_one(make_recipe, tmp_path / "b", 2)
+def test_same_spec_same_metrics_on_cpu(spec_of, tmp_path):
+    _, a, _ = run_one(spec_of, tmp_path / "a", 2)
+    _, b, _ = run_one(spec_of, tmp_path / "b", 2)
     def untimed(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert untimed(a.metrics) == untimed(b.metrics)
     assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
 
 
-def test_divergence_is_a_recorded_status(make_recipe, tmp_path):
-    _, outcome, path = run_one(make_recipe, tmp_path, 1, "dense",
+def test_divergence_is_a_recorded_status(spec_of, tmp_path):
+    _, outcome, path = run_one(spec_of, tmp_path, 1, "dense",
                                overrides=["train.lr=1e6", "train.schedule=constant", "train.epochs=3"])
     assert outcome.status == "diverged"
     result = json.loads((path / "result.json").read_text())
     assert result["status"] == "diverged" and result["final"]["diverged_at_epoch"] >= 1
 
 
-def test_result_records_environment_and_layers(make_recipe, tmp_path):
-    _, _, path = run_one(make_recipe, tmp_path, 2, overrides=["train.epochs=1"])
+def test_result_records_environment_and_layers(spec_of, tmp_path):
+    _, _, path = run_one(spec_of, tmp_path, 2, overrides=["train.epochs=1"])
     result = store.read_result(path)
     final = result["final"]
     assert final["peak_memory_bytes"] > 0 and final["device"] == "cpu" and "torch" in final["versions"]

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import torch
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
+from helpers import invoke
+
 from widecli.data.resident import load_dataset
 from widecli.execute.run import state_of, train_group
 from widecli.recipes import expand, load_recipe
@@ -31,16 +31,16 @@ def _journal(results: Path, recipe: str) -> list[list[str]]:
 def test_train_twice_trains_once(make_recipe, tmp_path):
     recipe, results = make_recipe(), tmp_path / "results"
     args = ["train", str(recipe), "--factor", "2", "--method", "sparse", "--results", str(results), "--device", "cpu"]
-    first = CliRunner().invoke(app, args)
+    first = invoke(*args)
     assert first.exit_code == 0, first.output
     [result] = list((results / "tiny").glob("*/result.json"))
     stamp = result.stat().st_mtime_ns
-    second = CliRunner().invoke(app, args)
+    second = invoke(*args)
     assert second.exit_code == 0, second.output
     assert "already finished" in second.output
     assert result.stat().st_mtime_ns == stamp
     assert [w[0] for w in _journal(results, "tiny")] == ["start", "done"]
-    forced = CliRunner().invoke(app, args + ["--force"])
+    forced = invoke(*args + ["--force"])
     assert forced.exit_code == 0 and "already finished" not in forced.output
     assert [w[0] for w in _journal(results, "tiny")] == ["start", "done", "start", "done"]
 

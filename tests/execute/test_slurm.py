@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 import torch
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
 from widecli.execute import slurm
 from widecli.execute.run import run_group
 from widecli.recipes import expand, load_recipe
@@ -49,7 +48,7 @@ def preempt(job) -> None:
 
 def test_a_sweep_runs_as_a_job_array(make_recipe, tmp_path):
     recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}})
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), *LOCAL])
+    res = invoke(*["sweep", str(recipe), "--results", str(tmp_path), *LOCAL])
     assert res.exit_code == 0, res.output
     assert "trained 2: 2 ok" in res.output
     jobs = json.loads((tmp_path / ".slurm" / "tiny" / slurm.JOBS_FILE).read_text())["jobs"]
@@ -84,10 +83,10 @@ def test_a_preempted_task_requeues_and_resumes_identical(make_recipe, tmp_path):
 
 def test_no_wait_detaches_and_a_second_sweep_reattaches(make_recipe, tmp_path):
     recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}, "train": {"epochs": 30}})
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), *LOCAL, "--no-wait"])
+    res = invoke(*["sweep", str(recipe), "--results", str(tmp_path), *LOCAL, "--no-wait"])
     assert res.exit_code == 0, res.output
     assert "submitted" in res.output
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), *LOCAL])
+    res = invoke(*["sweep", str(recipe), "--results", str(tmp_path), *LOCAL])
     assert res.exit_code == 0, res.output
     specs = expand(load_recipe(recipe))
     assert all(store.is_finished(store.run_dir(tmp_path, s)) for s in specs)
@@ -96,6 +95,6 @@ def test_no_wait_detaches_and_a_second_sweep_reattaches(make_recipe, tmp_path):
 
 
 def test_bad_time_is_one_line(make_recipe, tmp_path):
-    res = CliRunner().invoke(app, ["sweep", str(make_recipe()), "--results", str(tmp_path), "--executor", "slurm",
+    res = invoke(*["sweep", str(make_recipe()), "--results", str(tmp_path), "--executor", "slurm",
                                    "--time", "soon"])
     assert res.exit_code == 2 and "--time" in res.output and len(res.output.strip().splitlines()) == 1

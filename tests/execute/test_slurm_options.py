@@ -11,9 +11,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.cli.app import app
 from widecli.execute import slurm
 from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
@@ -41,7 +40,7 @@ def fake_sbatch(tmp_path, monkeypatch) -> Path:
 
 def test_the_options_reach_the_sbatch_script(make_recipe, tmp_path, fake_sbatch):
     recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}})
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path / "r"), "--executor", "slurm",
+    res = invoke(*["sweep", str(recipe), "--results", str(tmp_path / "r"), "--executor", "slurm",
                                    "--partition", "gpu", "--time", "1:30:00", "--no-wait", *OPTIONS])
     assert res.exit_code == 0, res.output
     script = fake_sbatch.read_text().splitlines()
@@ -73,7 +72,7 @@ def test_the_options_reach_the_sbatch_script(make_recipe, tmp_path, fake_sbatch)
 ])
 def test_bad_options_are_one_line_before_anything_is_submitted(make_recipe, tmp_path, fake_sbatch, args, words):
     # --no-wait: were a bad option let through, the stand-in sbatch would record a script (no hang)
-    res = CliRunner().invoke(app, ["sweep", str(make_recipe()), "--results", str(tmp_path / "r"), "--executor",
+    res = invoke(*["sweep", str(make_recipe()), "--results", str(tmp_path / "r"), "--executor",
                                    "slurm", "--no-wait", *args])
     out = " ".join(res.output.split())
     assert res.exit_code == 2 and all(w in out for w in words), res.output
@@ -81,13 +80,13 @@ def test_bad_options_are_one_line_before_anything_is_submitted(make_recipe, tmp_
 
 
 def test_slurm_options_without_the_slurm_executor_are_refused(make_recipe, tmp_path):
-    res = CliRunner().invoke(app, ["sweep", str(make_recipe()), "--results", str(tmp_path), "--mem", "4G"])
+    res = invoke(*["sweep", str(make_recipe()), "--results", str(tmp_path), "--mem", "4G"])
     assert res.exit_code == 2 and "--executor slurm" in res.output
 
 
 def test_the_same_options_run_through_the_local_cluster(make_recipe, tmp_path):
     recipe = make_recipe({"widen": {"factors": [1, 2], "methods": ["sparse"]}})
-    res = CliRunner().invoke(app, ["sweep", str(recipe), "--results", str(tmp_path), "--executor", "slurm",
+    res = invoke(*["sweep", str(recipe), "--results", str(tmp_path), "--executor", "slurm",
                                    "--slurm-cluster", "local", "--time", "0:10:00", *OPTIONS])
     assert res.exit_code == 0, res.output
     assert all(store.is_finished(store.run_dir(tmp_path, s)) for s in expand(load_recipe(recipe)))

@@ -15,10 +15,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import CPU
-from typer.testing import CliRunner
+from helpers import CPU, invoke
 
-from widecli.cli import app as cli
 from widecli.config.schema import RunSpec
 from widecli.execute import run as runner
 from widecli.execute import sweep
@@ -157,7 +155,7 @@ def test_cli_exit_code_is_nonzero_when_a_run_failed(reference, monkeypatch, tmp_
     def train(*a, **k):
         raise RuntimeError("boom")
     monkeypatch.setattr(runner, "fit", train)
-    res = CliRunner().invoke(cli.app, ["sweep", str(reference[0]), "--set", "widen.factors=[1]",
+    res = invoke(*["sweep", str(reference[0]), "--set", "widen.factors=[1]",
                                        "--results", str(tmp_path), "--device", "cpu"])
     assert res.exit_code == 1, res.output
     assert "2 failed" in res.output and "RuntimeError: boom" in res.output
@@ -166,15 +164,14 @@ def test_cli_exit_code_is_nonzero_when_a_run_failed(reference, monkeypatch, tmp_
 def test_dry_run_table_and_a_finished_sweep_trains_nothing(reference, tmp_path):
     results = copy_results(reference, tmp_path)
     shutil.rmtree(store.run_dir(results, specs_of(reference[0])[0]))
-    app = CliRunner()
-    res = app.invoke(cli.app, ["sweep", str(reference[0]), "--results", str(results), "--dry-run"])
+    res = invoke(*["sweep", str(reference[0]), "--results", str(results), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "6 runs, 1 to train" in res.output and res.output.count("finished") == 5
     assert "0.5000" in res.output  # the sparse runs' connectivity at factor 2
     assert not store.run_dir(results, specs_of(reference[0])[0]).exists()
-    res = app.invoke(cli.app, ["sweep", str(reference[0]), "--results", str(results), "--device", "cpu"])
+    res = invoke(*["sweep", str(reference[0]), "--results", str(results), "--device", "cpu"])
     assert res.exit_code == 0 and "1 ok" in res.output and "runs.csv" in res.output
-    res = app.invoke(cli.app, ["sweep", str(reference[0]), "--results", str(results), "--device", "cpu"])
+    res = invoke(*["sweep", str(reference[0]), "--results", str(results), "--device", "cpu"])
     assert res.exit_code == 0 and "nothing to train" in res.output and "trained 0" in res.output
 
 

@@ -4,10 +4,9 @@ on CPU, the `layers` command, and a short real training of the CNN on digits."""
 from __future__ import annotations
 
 import pytest
+from helpers import invoke
 import torch
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
 from widecli.config.schema import ModelConfig
 from widecli.errors import RecipeError
 from widecli.methods import build, layer_table
@@ -95,11 +94,11 @@ def test_layer_table_says_what_widens_and_what_is_masked(make_recipe):
     assert not rows["layer2.1.conv2"]["masked"] and not rows["layer4.1.conv1"]["masked"]
     assert sum(row["nonzeros"] for row in rows.values()) == count_weights(make(width=4))
 
-    result = CliRunner().invoke(app, ["layers", str(path), "--factor", "2"])
+    result = invoke(*["layers", str(path), "--factor", "2"])
     assert result.exit_code == 0, result.output
     assert "layer3.0.shortcut.0" in result.output and "32x8x1x1" in result.output
     assert "layer1, layer2, layer3, layer4" in result.output
-    bad = CliRunner().invoke(app, ["layers", str(path), "--factor", "0.5"])
+    bad = invoke(*["layers", str(path), "--factor", "0.5"])
     assert bad.exit_code == 2 and "--factor" in bad.output
 
 

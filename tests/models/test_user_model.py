@@ -135,7 +135,7 @@ def test_a_user_convnet_that_opts_in_trains_stacked_as_it_trains_alone(make_reci
     assert should_stack(specs, cpu) and stack_groups(specs, cpu) == [specs]
     ds = __import__("widecli.data.resident", fromlist=["load_dataset"]).load_dataset(specs[0].data, cpu)
     stacked = fit(specs, ds, cpu)
-    for spec, st in zip(specs, stacked):
+    for spec, st in zip(specs, stacked, strict=True):
         [solo] = fit([spec], ds, cpu)
         assert st.final["stacked_with"] == 2
         for key in solo.state:

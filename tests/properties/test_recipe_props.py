@@ -6,7 +6,7 @@ Recipes are generated from a valid tiny one by setting, deleting and nesting key
 keys and made-up ones - to values of every shape: wrong types, lists and mappings, unicode and
 control characters, huge and tiny numbers, NaN and inf, registry names and dotted import paths.
 The YAML text may get a line repeated (duplicated keys) and `--set` strings are structured or
-random. In process, through the CLI's own entry point (typer's CliRunner), so each case costs ms.
+random. In process, through the CLI's own entry point (tests/helpers.invoke: typer's CliRunner), so each case costs ms.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import copy
 import re
 
 import pytest
+from helpers import invoke
 import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from typer.testing import CliRunner
 
-from widecli.cli.app import app
 from widecli.config.schema import Recipe
 from widecli.registry import DOTTED
 
@@ -158,7 +157,7 @@ def assert_one_line_or_ok(res) -> str:
 def test_check_exits_0_or_2_with_one_line(tmp_path_factory, text, overrides):
     path = tmp_path_factory.mktemp("recipe") / "recipe.yaml"
     path.write_text(text, encoding="utf-8")
-    res = CliRunner().invoke(app, ["check", str(path), *[f"--set={o}" for o in overrides]])
+    res = invoke(*["check", str(path), *[f"--set={o}" for o in overrides]])
     event(assert_one_line_or_ok(res))
 
 
@@ -166,10 +165,10 @@ def test_the_generator_reaches_both_outcomes(tmp_path):
     """The base recipe passes; a repeated line is a duplicated key (one line)."""
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(BASE, sort_keys=False))
-    ok = CliRunner().invoke(app, ["check", str(path)])
+    ok = invoke(*["check", str(path)])
     assert ok.exit_code == 0, ok.output
     path.write_text("name: a\n" + yaml.safe_dump(BASE, sort_keys=False))
-    bad = CliRunner().invoke(app, ["check", str(path)])
+    bad = invoke(*["check", str(path)])
     assert bad.exit_code == 2 and re.search(r"'name' is given twice", bad.stderr), bad.output
 
 
@@ -185,6 +184,6 @@ def test_the_generator_reaches_both_outcomes(tmp_path):
 def test_a_dotted_path_to_the_wrong_kind_of_object_is_one_line(tmp_path, key, value, words):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(BASE, sort_keys=False))
-    res = CliRunner().invoke(app, ["check", str(path), f"--set={key}={value}"])
+    res = invoke(*["check", str(path), f"--set={key}={value}"])
     assert_one_line_or_ok(res)
     assert res.exit_code == 2 and all(w in res.stderr for w in words), res.stderr

@@ -169,7 +169,7 @@ def apply(op: tuple, results: Path, specs: list, fates: dict[str, str], archives
 @given(operations, st.lists(st.sampled_from(["ok", "ok", "diverged", "raise"]), min_size=6, max_size=6))
 def test_runs_csv_is_a_rebuild_after_every_completed_operation(ops, fate_list):
     specs = specs_for()
-    fates = {s.run_id: fate for s, fate in zip(specs, fate_list)}
+    fates = {s.run_id: fate for s, fate in zip(specs, fate_list, strict=True)}
     real = runner.fit, runner.dataset
     runner.fit, runner.dataset = made_up_training(fates), lambda spec, device: DATA
     try:

@@ -61,7 +61,7 @@ def test_sparse_training_equals_dense_training(make_recipe, tmp_path, run_stored
     for key in d.state:
         assert s.state[key].shape == d.state[key].shape
         torch.testing.assert_close(s.state[key], d.state[key], rtol=1e-4, atol=1e-5)
-    for a, b in zip(s.metrics, d.metrics):
+    for a, b in zip(s.metrics, d.metrics, strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["test_accuracy"] - b["test_accuracy"]) < 2e-3
     model = load_model(path)                             # dense layout, masked entries zero
     assert torch.equal(model.fc1.weight, s.state["fc1.weight"])

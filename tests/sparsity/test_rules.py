@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
-from widecli.cli.app import app
 from widecli.data.registry import shape_of
 from widecli.errors import BudgetError
 from widecli.methods import plan_weights as plan
@@ -161,7 +160,7 @@ def test_masks_have_exact_counts_on_a_real_resnet():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_check_on_every_bundled_recipe(path):
-    result = CliRunner().invoke(app, ["check", str(path)])
+    result = invoke(*["check", str(path)])
     assert result.exit_code == 0, result.output
     r = load_recipe(path)
     shape, classes = shape_of(r.data)

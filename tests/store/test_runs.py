@@ -12,14 +12,13 @@ import pytest
 
 from widecli.errors import StoreError
 from widecli.execute.run import load_model
-from widecli.recipes import load_recipe, make_spec
 from widecli.store import lock as store_lock
 from widecli.store import runs as store
 
 
 @pytest.fixture
-def spec(make_recipe):
-    return make_spec(load_recipe(make_recipe()), 2, "sparse", 0)
+def spec(spec_of):
+    return spec_of()
 
 
 def dead_pid() -> int:
