@@ -10,7 +10,7 @@ import pytest
 from helpers import invoke
 
 from widecli.analysis.frame import load_frame, studies
-from widecli.execute.plan import plan_runs
+from widecli.execute.worklist import run_statuses
 from widecli.recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_run_of_a_committed_study_is_finished(path):
     specs = expand(load_recipe(path))
-    planned = plan_runs(specs, STUDY_RESULTS)
+    planned = run_statuses(specs, STUDY_RESULTS)
     todo = [p.run_id for p in planned if p.status != "finished"]
     assert not todo, f"{path.name}: {len(todo)} of {len(planned)} runs not finished in results/studies/"
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import CPU, invoke
 
 from widecli.analysis import tune, tune_report
-from widecli.execute.plan import run_status
+from widecli.execute.worklist import status_of
 from widecli.recipes import expand, load_recipe
 from widecli.store import lock
 from widecli.store import runs as store
@@ -76,7 +76,7 @@ def test_tune_stores_trials_as_runs_and_writes_a_working_overlay(make_recipe, tm
         assert len(c.trials) == 3 and c.best is not None
         for t in c.trials:
             specs = tune.cell_specs(s, c.cell, t["values"])
-            status = {run_status(tmp_path, x)[0] for x in specs}
+            status = {status_of(tmp_path, x)[0] for x in specs}
             # a trial's runs are ordinary finished runs; a pruned trial's are not stored at all
             assert status == ({"finished"} if t["state"] == "complete" else {"new"}), (t, status)
         best = [store.read_result(store.run_dir(tmp_path, x))["final"]["val_accuracy"]
@@ -144,7 +144,7 @@ def test_a_pruned_trial_stops_early_and_stores_nothing(make_recipe, tmp_path):
     with pytest.raises(optuna.TrialPruned):
         tune.objective(s, cell, trial, CPU, events.append)
     assert [step for step, _ in trial.reported] == [1, 2]   # per-epoch validation accuracy, then stopped
-    assert all(run_status(tmp_path, x)[0] == "new" for x in tune.cell_specs(s, cell, {"train.lr": 0.1}))
+    assert all(status_of(tmp_path, x)[0] == "new" for x in tune.cell_specs(s, cell, {"train.lr": 0.1}))
     assert [e.status for e in events if e.kind == "trial"] == ["pruned"]
 
 

@@ -21,7 +21,7 @@ from widecli.analysis.table1 import table1
 from widecli.cli.render import console, progress
 from widecli.cli.render.progress import RunProgress
 from widecli.cli.render.table1 import table1_compact, table1_groups
-from widecli.execute.plan import PlannedRun
+from widecli.execute.worklist import RunStatus
 from widecli.execute.run import Event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,9 +203,9 @@ def test_no_plain_lines_in_a_terminal(monkeypatch):
 def test_overall_progress_counts_work_not_runs(monkeypatch):
     monkeypatch.setattr(console, "out", Console(file=io.StringIO(), width=120))
     long_, short = ("a", 2.0, "sparse", 0), ("b", 2.0, "dense", 0)
-    planned = [PlannedRun(None, "a", "new", True), PlannedRun(None, "b", "new", True)]
+    planned = [RunStatus(None, "a", "new", True), RunStatus(None, "b", "new", True)]
     with RunProgress("tiny", Path("results")) as p:
-        p.on_event(Event("plan", total=2, planned=planned, work={"a": 1000.0, "b": 100.0}))
+        p.on_event(Event("todo", total=2, planned=planned, work={"a": 1000.0, "b": 100.0}))
         task = p.progress.tasks[0]
         assert task.total == 1100
         p.on_event(_event("start", [short]))
@@ -220,7 +220,7 @@ def test_overall_progress_counts_work_not_runs(monkeypatch):
 
 
 def test_sweep_work_weighs_epochs_width_and_each_step(make_recipe):
-    from widecli.execute.plan import STEP_OVERHEAD_MACS, work
+    from widecli.execute.worklist import STEP_OVERHEAD_MACS, work
     from widecli.recipes import expand, load_recipe
 
     specs = expand(load_recipe(make_recipe({"widen": {"factors": [1, 4], "methods": ["dense"]}})))
@@ -344,11 +344,11 @@ def test_a_resumed_sweep_counts_its_finished_runs_and_estimates_after_the_first_
     monkeypatch.setattr(console, "out", Console(file=buf, width=200))
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock["now"])
     runs = [(f"r{i}", 2.0, "sparse", 0) for i in range(2)]
-    planned = [PlannedRun(None, f"f{i}", "finished", False) for i in range(9)] + \
-              [PlannedRun(None, r[0], "new", True) for r in runs]
+    planned = [RunStatus(None, f"f{i}", "finished", False) for i in range(9)] + \
+              [RunStatus(None, r[0], "new", True) for r in runs]
     row = [{"test_accuracy": 0.5, "train_accuracy": 0.5}]
     with RunProgress("tiny", Path("results")) as p:
-        p.on_event(Event("plan", total=2, skipped=9, planned=planned, work={"r0": 100.0, "r1": 100.0}))
+        p.on_event(Event("todo", total=2, skipped=9, planned=planned, work={"r0": 100.0, "r1": 100.0}))
         assert p.progress.tasks[0].description == "runs 9/11"
         for run in runs:
             p.on_event(_event("start", [run]))

@@ -11,7 +11,7 @@ from widecli.config.schema import DataConfig
 from widecli.data.registry import load_arrays
 from widecli.data.splits import split
 from widecli.errors import DataError, RecipeError
-from widecli.execute.plan import stack_groups
+from widecli.execute.worklist import stack_groups
 from widecli.recipes import expand, load_recipe
 
 

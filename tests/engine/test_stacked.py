@@ -7,7 +7,7 @@ from helpers import CPU
 
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
-from widecli.execute.plan import should_stack
+from widecli.execute.worklist import should_stack
 
 
 def specs_for(spec_of, seeds, factor=2, method="sparse", **train_cfg):

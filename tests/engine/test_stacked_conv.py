@@ -9,7 +9,7 @@ from helpers import CPU
 
 from widecli.data.resident import load_dataset
 from widecli.engine.loop import fit as train
-from widecli.execute.plan import should_stack
+from widecli.execute.worklist import should_stack
 from widecli.methods import build, plan_weights
 from widecli.models.layout import layer_shapes
 from widecli.models.stacked_conv import stack_convnet

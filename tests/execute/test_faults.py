@@ -16,7 +16,7 @@ import pytest
 
 from widecli.errors import SweepError
 from widecli.execute import sweep
-from widecli.execute.plan import plan_runs
+from widecli.execute.worklist import run_statuses
 from widecli.recipes import expand, load_recipe
 from widecli.store import runs as store
 
@@ -44,7 +44,7 @@ def inject(monkeypatch, name: str, err: int = errno.ENOSPC, run_id: str | None =
 
 
 def statuses(results: Path, specs) -> dict[str, str]:
-    return {p.run_id: p.status for p in plan_runs(specs, results)}
+    return {p.run_id: p.status for p in run_statuses(specs, results)}
 
 
 def no_half_written_run_reads_as_finished(results: Path, specs) -> None:
@@ -126,12 +126,12 @@ def test_a_corrupted_file_beside_a_valid_result_is_detected_and_retrained(specs,
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
-    [planned] = [p for p in plan_runs(specs, tmp_path) if p.run_id == victim.run_id]
+    [planned] = [p for p in run_statuses(specs, tmp_path) if p.run_id == victim.run_id]
     assert planned.status == "corrupt" and planned.todo
     assert str(path) in planned.error and "checksum" in planned.error and "\n" not in planned.error
     events = []
     again = sweep.sweep(specs, tmp_path, device="cpu", retry_failed=True, on_event=events.append)
     assert (again.ok, again.skipped) == (1, len(specs) - 1)
-    [plan] = [e for e in events if e.kind == "plan"]
+    [plan] = [e for e in events if e.kind == "todo"]
     assert [p.run_id for p in plan.planned if p.error] == [victim.run_id]  # reported, one line per run
     assert store.read_result(store.run_dir(tmp_path, victim))["status"] == "ok"

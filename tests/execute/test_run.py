@@ -9,7 +9,7 @@ import torch
 from helpers import CPU
 
 from widecli.execute import run as execute_run
-from widecli.execute.run import load_model, run_group
+from widecli.execute.run import load_masks, load_model, run_group
 from widecli.recipes import load_recipe, make_spec
 from widecli.store import runs as store
 
@@ -51,9 +51,10 @@ def test_masked_weights_stay_zero_under_momentum_and_weight_decay(spec_of, tmp_p
     for name in ("fc1", "out"):
         w, m = outcome.state[f"{name}.weight"], outcome.masks[name]
         assert (w[~m] == 0).all() and (w[m] != 0).float().mean() > 0.99
-    model = load_model(path)
+    model, masks = load_model(path), load_masks(path)
     nonzeros = sum(int((model.get_submodule(n).weight != 0).sum()) for n in ("fc1", "out"))
     assert nonzeros == store.read_result(path)["weights"]["budget"]
+    assert all(torch.equal(masks[n], outcome.masks[n]) for n in ("fc1", "out"))
 
 
 def test_adam_keeps_masks_too(spec_of, tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from widecli.execute.plan import run_status
+from widecli.execute.worklist import status_of
 from widecli.execute.run import run_group
 from widecli.recipes import expand, load_recipe
 from widecli.store import lock
@@ -27,7 +27,7 @@ def test_a_stopped_group_leaves_nothing_stored_and_its_leases_free(make_recipe, 
     report = run_group(specs, tmp_path, torch.device("cpu"), stop=stop, record_failures=False)
     assert asked == [(1, 6, 2), (2, 6, 2)]             # asked every epoch, with each run's last row
     assert [s.run_id for s in report.stopped] == [s.run_id for s in specs] and not report.trained
-    assert all(run_status(tmp_path, s)[0] == "new" for s in specs)       # nothing half-written left
+    assert all(status_of(tmp_path, s)[0] == "new" for s in specs)       # nothing half-written left
     assert not any(store.run_dir(tmp_path, s).exists() for s in specs)
     assert all(lock.lock_owner(tmp_path, s) is None for s in specs)
     journal = (tmp_path / r.name / lock.LOCKS / "journal.log").read_text().split("\n")

@@ -20,7 +20,7 @@ from helpers import CPU, invoke
 from widecli.config.schema import RunSpec
 from widecli.execute import run as runner
 from widecli.execute import sweep
-from widecli.execute.plan import plan_runs, stack_groups
+from widecli.execute.worklist import run_statuses, stack_groups
 from widecli.execute.run import load_model
 from widecli.recipes import expand, load_recipe
 from widecli.store import lock as store_lock
@@ -112,7 +112,7 @@ def test_plan_finds_partial_and_corrupt_runs_and_the_sweep_redoes_only_them(refe
     (partial / store.RESULT).unlink()
     text = (corrupt / store.RESULT).read_text()
     (corrupt / store.RESULT).write_text(text.replace('"status": "ok"', '"status": "diverged"'))
-    planned = {p.run_id: p for p in plan_runs(specs, results)}
+    planned = {p.run_id: p for p in run_statuses(specs, results)}
     assert planned[specs[2].run_id].status == "partial" and planned[specs[4].run_id].status == "corrupt"
     assert "checksum" in planned[specs[4].run_id].error
     assert sum(p.todo for p in planned.values()) == 2
@@ -142,10 +142,10 @@ def test_force_and_retry_failed(reference, monkeypatch, tmp_path):
     assert all("simulated out of memory" in e for _, e in summary.failures)
     result = store.read_result(store.run_dir(results, specs[2]))
     assert result["status"] == "failed" and result["error"] == "RuntimeError: simulated out of memory"
-    statuses = {p.run_id: (p.status, p.todo) for p in plan_runs(specs, results)}
+    statuses = {p.run_id: (p.status, p.todo) for p in run_statuses(specs, results)}
     assert {statuses[r] for r in bad} == {("failed", False)}
-    assert {p.todo for p in plan_runs(specs, results, retry_failed=True) if p.run_id in bad} == {True}
-    assert all(p.todo for p in plan_runs(specs, results, force=True))
+    assert {p.todo for p in run_statuses(specs, results, retry_failed=True) if p.run_id in bad} == {True}
+    assert all(p.todo for p in run_statuses(specs, results, force=True))
     monkeypatch.setattr(runner, "fit", real)
     summary = sweep.sweep(specs, results, device="cpu", retry_failed=True)
     assert (summary.ok, summary.failed, summary.skipped) == (2, 0, 4)

@@ -124,7 +124,7 @@ class TinyConv(nn.Module):
 
 def test_a_user_convnet_that_opts_in_trains_stacked_as_it_trains_alone(make_recipe, monkeypatch):
     from widecli.engine.loop import fit
-    from widecli.execute.plan import should_stack, stack_groups
+    from widecli.execute.worklist import should_stack, stack_groups
 
     monkeypatch.syspath_prepend(str(HERE))
     r = load_recipe(make_recipe({"data": {"dataset": "digits", "subset": 96}, "model": {"arch": "test_user_model:TinyConv"},

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from widecli.engine.loop import Outcome
 from widecli.errors import StoreError
 from widecli.execute import run as runner
-from widecli.execute.plan import run_status
+from widecli.execute.worklist import status_of
 from widecli.execute.sweep import sweep
 from widecli.recipes import expand, validate
 from widecli.store import manage
@@ -179,6 +179,6 @@ def test_runs_csv_is_a_rebuild_after_every_completed_operation(ops, fate_list):
             for n, op in enumerate([*ops, ("resume", False)]):
                 if apply(op, results, specs, fates, archives):
                     assert_index_is_a_rebuild(results, (n, *op))
-            assert {run_status(results, s)[0] for s in specs} <= {"finished", "failed"}
+            assert {status_of(results, s)[0] for s in specs} <= {"finished", "failed"}
     finally:
         runner.fit, runner.dataset = real

@@ -26,7 +26,7 @@ from widecli.analysis.frame import load_frame, ok_runs, studies
 from widecli.analysis.table1 import best_wide, study_row
 from widecli.config.schema import Recipe, RunSpec
 from widecli.errors import RecipeError, StoreError
-from widecli.execute.plan import plan_runs
+from widecli.execute.worklist import run_statuses
 from widecli.methods import METHODS
 from widecli.models.layout import selected_layers
 from widecli.recipes import expand, load_recipe, validate
@@ -134,7 +134,7 @@ def all_specs(items: list[Arm]) -> list[RunSpec]:
 
 def dry_run(items: list[Arm], results: str | Path) -> pd.DataFrame:
     """Per arm: runs, already finished, new; plus a total of distinct runs."""
-    status = {p.run_id: p.status for p in plan_runs(all_specs(items), results)}
+    status = {p.run_id: p.status for p in run_statuses(all_specs(items), results)}
     rows = [{"arm": a.name, "widen": _show(a.recipe.widen.layers), "rule": a.recipe.sparsity.rule,
              "methods": ",".join(a.recipe.widen.methods), "runs": len(a.specs),
              "finished": sum(status[i] == "finished" for i in a.run_ids),

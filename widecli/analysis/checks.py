@@ -1,6 +1,6 @@
 """What `widecli check`, `widecli layers` and `widecli sweep --dry-run` show before anything trains:
 every planned run's weight plan, the memory its model needs to train and the masks it will draw; a
-model's weight layers; a sweep's runs against the store. Computed here, printed by cli.render.plans.
+model's weight layers; a sweep's runs against the store. Computed here, printed by cli.render.previews.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from widecli.config.schema import Recipe, RunSpec
 from widecli.data.registry import shape_of
 from widecli.engine.device import resolve_device
 from widecli.execute import preflight
-from widecli.execute.plan import PlannedRun, plan_runs
+from widecli.execute.worklist import RunStatus, run_statuses
 from widecli.execute.preflight import MemoryEstimate
 from widecli.methods import METHODS, WeightPlan, layer_table, plan_weights
 from widecli.models.registry import widenable_layers
@@ -51,7 +51,7 @@ def check_recipe(r: Recipe, device: str | torch.device = "auto") -> RecipeCheck:
     runs = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
     device = device if isinstance(device, torch.device) else resolve_device(device)
     too_big, free, what = preflight.unfit(specs, device)
-    per_model = {s.stack_key(): e.total for s, e in preflight.estimates(specs)}
+    per_model = {s.stack_key(): e.total for s, e in preflight.memory_estimates(specs)}
     memory = {s.run_id: per_model[s.stack_key()] for s in specs}
     masks = preflight.mask_diagnostics(specs, shape, classes)
     return RecipeCheck(r.name, shape, classes, runs, memory, too_big, free, what, masks, device)
@@ -72,10 +72,10 @@ def layer_listing(r: Recipe, factor: float, method: str) -> LayerListing:
     return LayerListing(spec, layer_table(spec, shape, classes), widenable_layers(r.model))
 
 
-def sweep_plan(r: Recipe, specs: list[RunSpec], results: str | Path, force: bool = False,
-               retry_failed: bool = False) -> list[tuple[PlannedRun, WeightPlan]]:
+def dry_run(r: Recipe, specs: list[RunSpec], results: str | Path, force: bool = False,
+            retry_failed: bool = False) -> list[tuple[RunStatus, WeightPlan]]:
     """A sweep's runs with their status in the store, whether it would train them, and their weight
     plans (`widecli sweep --dry-run`); the results directory is checked, nothing is written."""
     preflight.results_dir(results, [r.name], write=False)
     shape, classes = shape_of(r.data)
-    return [(p, plan_weights(p.spec, shape, classes)) for p in plan_runs(specs, results, force, retry_failed)]
+    return [(p, plan_weights(p.spec, shape, classes)) for p in run_statuses(specs, results, force, retry_failed)]

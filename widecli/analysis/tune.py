@@ -43,7 +43,7 @@ from widecli.config.schema import GRID_KEYS, Recipe, RunSpec
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, WidecliError
-from widecli.execute.plan import stack_groups
+from widecli.execute.worklist import stack_groups
 from widecli.execute.run import Event, label, run_group_when_free
 from widecli.recipes import make_spec, validate
 from widecli.store import runs as store

@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 # Keys that choose *how* a run is executed, not *what* it computes: excluded from the run id, so a
 # run trained stacked, with a sparse backend or from another data folder is still the same run.
 EXECUTION_KEYS = {
@@ -20,8 +22,8 @@ EXECUTION_KEYS = {
 SECTIONS = ("data", "model", "sparsity", "train")
 
 
-def identity(spec) -> dict[str, Any]:
-    """The semantic content of a RunSpec: what the run id hashes."""
+def identity(spec: BaseModel) -> dict[str, Any]:
+    """The semantic content of a RunSpec (config.schema, which imports this module): what the run id hashes."""
     d = spec.model_dump(mode="json", exclude={"recipe", "axes"})
     for section in SECTIONS:
         fields = type(getattr(spec, section)).model_fields
@@ -33,12 +35,12 @@ def identity(spec) -> dict[str, Any]:
     return d
 
 
-def run_id(spec) -> str:
+def run_id(spec: BaseModel) -> str:
     canon = json.dumps(identity(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:12]
 
 
-def stack_key(spec) -> str:
+def stack_key(spec: BaseModel) -> str:
     """Runs with equal stack keys differ only in seed and may train as one stacked model."""
     d = identity(spec)
     d.pop("seed")

@@ -248,7 +248,7 @@ class TrainConfig(_Strict):
     stack: Literal["auto", "off"] = Field("auto", description="train runs differing only in seed as one model")
     backend: Literal["auto", "dense", "sparse"] = Field("auto", description="masked dense or sparse weights")
     fused: Literal["auto", "off"] = Field(
-        "auto", description="auto: plain fp32 MLPs train with the fused no-autograd step (widecli.fused)")
+        "auto", description="auto: plain fp32 MLPs train with the fused no-autograd step (engine/fused.py)")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
     gpus: int = Field(1, ge=1, description="GPUs per run (torch.distributed data parallel when > 1)")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every K epochs (0: never)")

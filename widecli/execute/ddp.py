@@ -1,7 +1,7 @@
 """Launching a data-parallel run (`train.gpus` > 1) on several GPUs, or CPU processes.
 
 `launch` spawns `train.gpus` processes (torch.multiprocessing); each joins a process group (nccl on
-CUDA, gloo on CPU) and trains the same run with engine.fit, which takes its slice of every global
+CUDA, gloo on CPU) and trains the same run with engine.loop.fit, which takes its slice of every global
 batch through the distributed context (engine.dist). Rank 0 sends the outcome back; the caller
 alone writes the store. Every rank builds the same model and masks from the run's seeds, and the
 step enforces the masks after every update on every rank, so they stay identical.
@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from widecli.config.schema import RunSpec
 from widecli.data.resident import load_dataset
 from widecli.engine.dist import active
 from widecli.engine.loop import fit
@@ -35,7 +36,7 @@ def devices(device: torch.device, gpus: int) -> list[str]:
     return [f"cuda:{first + r}" for r in range(gpus)]
 
 
-def check(specs) -> list:
+def check(specs: list[RunSpec]) -> list:
     """Specs fit for data parallelism: the sparse (CSR) backend holds one process's weights."""
     out = []
     for s in specs:
@@ -50,7 +51,7 @@ def check(specs) -> list:
     return out
 
 
-def wanted(specs) -> bool:
+def wanted(specs: list[RunSpec]) -> bool:
     """Whether a group should be launched on several processes (not when already one of them)."""
     return specs[0].train.gpus > 1 and not active()
 
@@ -61,7 +62,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(specs, device: torch.device, on_epoch: Callable | None = None, checkpoint_dir=None) -> list:
+def launch(specs: list[RunSpec], device: torch.device, on_epoch: Callable | None = None, checkpoint_dir=None) -> list:
     """Train a group on train.gpus processes; rank 0's outcomes (nothing written but checkpoints)."""
     specs = check(specs)
     gpus = specs[0].train.gpus
@@ -94,7 +95,7 @@ def _drain(events, on_epoch, result):
             result = payload
 
 
-def _worker(r: int, ranks: list[str], port: int, specs, checkpoint_dir, events, threads: int) -> None:
+def _worker(r: int, ranks: list[str], port: int, specs: list[RunSpec], checkpoint_dir, events, threads: int) -> None:
     device = torch.device(ranks[r])
     if device.type == "cuda":
         torch.cuda.set_device(device)

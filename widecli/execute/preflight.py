@@ -80,7 +80,7 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.masks + self.activations
 
 
-def estimate(spec: RunSpec, input_shape, num_classes: int) -> MemoryEstimate:
+def memory_estimate(spec: RunSpec, input_shape, num_classes: int) -> MemoryEstimate:
     """Bytes one run needs to train, from its plan and a forward pass on the meta device."""
     p = plan_weights(spec, input_shape, num_classes)
     params = p.dense_weights + p.other_params
@@ -137,15 +137,15 @@ def width_keys(spec: RunSpec) -> str:
     return f"{width}, widen.factors {spec.factor:g}, train.batch_size {spec.train.batch_size}"
 
 
-def estimates(specs: list[RunSpec]) -> list[tuple[RunSpec, MemoryEstimate]]:
+def memory_estimates(specs: list[RunSpec]) -> list[tuple[RunSpec, MemoryEstimate]]:
     """The memory estimate of each distinct model (one run per stack key) of `specs`."""
-    return [(s, estimate(s, shape, classes)) for s, shape, classes in distinct_models(specs)]
+    return [(s, memory_estimate(s, shape, classes)) for s, shape, classes in distinct_models(specs)]
 
 
 def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
     """The runs (one per stacked group) whose model cannot fit in the device's memory, largest
     first, with what the device has: (runs, bytes available, what they are)."""
-    found = estimates(specs)
+    found = memory_estimates(specs)
     if not found:
         return [], 0, ""
     free, what = available_memory(device)

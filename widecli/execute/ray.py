@@ -121,7 +121,7 @@ def _memory(specs: list[RunSpec]) -> int:
     0 (no reservation) when the driver cannot describe the data: the worker will say why."""
     try:
         shape, classes = shape_of(specs[0].data)
-        return int(preflight.estimate(specs[0], shape, classes).total * len(specs))
+        return int(preflight.memory_estimate(specs[0], shape, classes).total * len(specs))
     except WidecliError:
         return 0
 

@@ -23,7 +23,7 @@ from widecli.engine import checkpoint, dist
 from widecli.engine.loop import Outcome, fit
 from widecli.errors import StoreError, SweepError
 from widecli.execute import ddp, provenance
-from widecli.execute.plan import is_todo, run_status
+from widecli.execute.worklist import is_todo, status_of
 from widecli.methods import WeightPlan, build_model, macs, plan_weights
 from widecli.store import lock
 from widecli.store import runs as store
@@ -37,7 +37,7 @@ class Event:
     runs: list[tuple] = field(default_factory=list)   # (run_id, factor, method, seed) of the group
     total: int = 0              # plan: runs to train
     skipped: int = 0            # plan: runs already finished
-    planned: list = field(default_factory=list)       # plan: [PlannedRun]
+    planned: list = field(default_factory=list)       # plan: [RunStatus]
     epoch: int = 0
     epochs: int = 0
     rows: list[dict] = field(default_factory=list)    # epoch: last metrics row of each run
@@ -173,7 +173,7 @@ def claim(group: list[RunSpec], results: str | Path, force: bool, retry_failed: 
             busy.append(s)
             continue
         # Checked under the lock: another sweep may have finished it since we planned.
-        if not is_todo(run_status(results, s)[0], force, retry_failed):
+        if not is_todo(status_of(results, s)[0], force, retry_failed):
             held.release()
             elsewhere.append(s)
             continue
@@ -330,20 +330,31 @@ def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.
 # --------------------------------------------------------------------------- reading a run back
 
 
-def load_model(d: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """Rebuild the trained nn.Module of a finished run (masks applied) from its directory."""
-    d = Path(d)
-    result = store.read_result(d)
+def _saved(d: Path) -> dict:
     if not (d / store.MODEL).exists():
         raise StoreError(f"{d / store.MODEL}: the trained weights of this run were not kept (only its "
                          f"metrics were); re-train it with `widecli sweep --force` to get them")
+    return torch.load(d / store.MODEL, map_location="cpu", weights_only=True)
+
+
+def load_model(d: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Rebuild the trained nn.Module of a finished run from its directory (in eval mode; pruned
+    connections are zeros in its weights; their masks: load_masks)."""
+    d = Path(d)
+    result, saved = store.read_result(d), _saved(d)
     spec = RunSpec.model_validate(result["spec"])
     shape, classes = tuple(result["data"]["input_shape"]), result["data"]["num_classes"]
     model = build_model(spec, plan_weights(spec, shape, classes), shape, classes)
-    saved = torch.load(d / store.MODEL, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["state"])
-    model.masks = saved["masks"]
     return model.to(device).eval()
+
+
+def load_masks(d: str | Path) -> dict[str, torch.Tensor]:
+    """The final masks of a finished run, {layer name: bool tensor shaped like its weight} (empty
+    for a dense run)."""
+    d = Path(d)
+    store.read_result(d)  # a finished, verified run
+    return _saved(d)["masks"]
 
 
 def wait_unlocked(specs: list[RunSpec], results: str | Path, emit: Callable[[Event], None] = lambda e: None,

@@ -25,7 +25,7 @@ from widecli.config.schema import RunSpec
 from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
-from widecli.execute.plan import is_todo, run_status
+from widecli.execute.worklist import is_todo, status_of
 from widecli.execute.run import Context, Event, GroupReport, label, run_group_when_free
 from widecli.store import lock
 from widecli.store.runs import atomic_write
@@ -181,7 +181,7 @@ def execute(groups: list[list[RunSpec]], ctx: Context) -> Iterator[tuple[list[Ru
     todo, reports = [], []
     for g in groups:
         busy = [s for s in g if lock.lock_owner(ctx.results, s)]          # a running job has it
-        done = [s for s in g if not is_todo(run_status(ctx.results, s)[0], ctx.force, ctx.retry_failed)]
+        done = [s for s in g if not is_todo(status_of(ctx.results, s)[0], ctx.force, ctx.retry_failed)]
         if busy or len(done) == len(g):
             reports.append((g, GroupReport(busy=busy, elsewhere=[s for s in done if s not in busy])))
         else:

@@ -19,7 +19,7 @@ from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError, SweepError
 from widecli.execute import local, ray, slurm
-from widecli.execute.plan import plan_runs, seconds_per_work, stack_groups, work
+from widecli.execute.worklist import run_statuses, seconds_per_work, stack_groups, work
 from widecli.execute.run import Context, Event, GroupReport, label, wait_unlocked
 from widecli.registry import Registry
 from widecli.store import runs as store
@@ -74,7 +74,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
     ctx = Context(Path(results), resolve_device(device), device, jobs, force, retry_failed, emit,
                   address, num_cpus, num_gpus, options or {}, threads, provenance)
     threads_mod.configure(threads, jobs if executor == "local" else 1)
-    planned = plan_runs(specs, results, force, retry_failed)
+    planned = run_statuses(specs, results, force, retry_failed)
     todo = [p.spec for p in planned if p.todo]
     summary = SweepSummary(planned=len(planned), skipped=len(planned) - len(todo))
     first = stack_groups(todo, ctx.device)
@@ -82,7 +82,7 @@ def sweep(specs: list[RunSpec], results: str | Path, *, jobs: int = 1, executor:
     rate = seconds_per_work(results, planned) if todo else None
     # in parallel: --jobs local processes at once, however many groups they have to share
     estimate = (sum(todo_work.values()) * rate / min(jobs, len(first)) if rate and executor == "local" else None)
-    emit(Event("plan", total=len(todo), skipped=summary.skipped, planned=planned, work=todo_work, estimate=estimate))
+    emit(Event("todo", total=len(todo), skipped=summary.skipped, planned=planned, work=todo_work, estimate=estimate))
     recipes = sorted({s.recipe for s in specs})
     pending = todo
     while pending:

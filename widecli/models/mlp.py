@@ -68,8 +68,8 @@ def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sc
 
 class _StackedAffine(torch.autograd.Function):
     """x @ W^T * scale + b with a hand-written backward: autograd's baddbmm backward produces the
-    weight gradient transposed and copies it into place, measured 1.3x (h = 64) to 2x (h = 1024)
-    slower per training step on CPU (benchmarks/peak.py); this one writes dW = g^T x directly and
+    weight gradient transposed and copies it into place, slower per training step on CPU
+    (benchmarks/peak.py, benchmarks/results/peak.txt); this one writes dW = g^T x directly and
     skips the input gradient where the input needs none (the first layer)."""
 
     @staticmethod

@@ -32,9 +32,9 @@ from widecli.models.mlp import StackedLinear
 from widecli.sparsity import csr_cpu
 
 # `auto` makes a masked layer sparse only on CPU, at or below this connectivity and above this size:
-# the crossover measured by benchmarks/sparse.py (fused steps on both sides, one thread): the CSR
-# kernels spend ~4x the time per multiply-add of a dense GEMM, so CSR gains 1.04-1.06x at 0.25
-# and loses (0.66x) at 0.5.
+# the crossover measured by benchmarks/sparse.py (fused steps on both sides, one thread; numbers in
+# benchmarks/results/sparse.txt): the CSR kernels spend several times the time per multiply-add of a
+# dense GEMM, so CSR only gains at low connectivity.
 AUTO_MAX_CONNECTIVITY = 0.25
 AUTO_MIN_WEIGHTS = 2048
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from widecli.config.schema import RunSpec
 from widecli.errors import StoreError
 
 LOCKS = ".locks"
@@ -181,7 +182,7 @@ class _Heartbeat:
 _HEARTBEAT = _Heartbeat()
 
 
-def lock_path(results: str | Path, spec) -> Path:
+def lock_path(results: str | Path, spec: RunSpec) -> Path:
     return Path(results) / spec.recipe / LOCKS / f"{spec.run_id}.lock"
 
 
@@ -192,7 +193,7 @@ def _read_lock(path: Path) -> dict | None:
         return None
 
 
-def lock_owner(results: str | Path, spec) -> dict | None:
+def lock_owner(results: str | Path, spec: RunSpec) -> dict | None:
     """The lease of the live process holding a run (host, pid, `renewed`: seconds ago), or None."""
     path = lock_path(results, spec)
     info, renewed = _read_lock(path), _mtime(path)
@@ -201,7 +202,7 @@ def lock_owner(results: str | Path, spec) -> dict | None:
     return {**info, "renewed": time.time() - renewed if renewed is not None else None}
 
 
-def try_lock(results: str | Path, spec) -> RunLock | None:
+def try_lock(results: str | Path, spec: RunSpec) -> RunLock | None:
     """Take a run's lock, or None while a live process holds it; stale locks are taken over."""
     path = lock_path(results, spec)
     try:

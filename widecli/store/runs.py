@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import yaml
 
+from widecli.config.schema import RunSpec
 from widecli.errors import StoreError
 
 RESULT, SPEC, METRICS, MODEL, INDEX = "result.json", "spec.yaml", "metrics.csv", "model.pt", "runs.csv"
@@ -37,7 +38,7 @@ STAGING = ".staging"          # results/<recipe>/.staging/: finished runs' files
 FORMAT = 1
 
 
-def run_dir(results: str | Path, spec) -> Path:
+def run_dir(results: str | Path, spec: RunSpec) -> Path:
     """results/<recipe>/<run_id> of a spec (or anything with `recipe` and `run_id`)."""
     return Path(results) / spec.recipe / spec.run_id
 
@@ -67,7 +68,7 @@ def _content_checksum(result: dict) -> str:
     return _sha(json.dumps(body, sort_keys=True, default=str).encode())
 
 
-def write_run(results: str | Path, spec, metrics: list[dict], result: dict,
+def write_run(results: str | Path, spec: RunSpec, metrics: list[dict], result: dict,
               state: dict | None = None) -> Path:
     """Write a finished run; result.json goes last."""
     return stage_run(results, spec, metrics, result, state).commit()
@@ -78,7 +79,7 @@ class StagedRun:
     ready to be renamed into it: the run directory is touched only by `commit`, a few renames,
     so whoever publishes a run can check its lease just before (execute.run, RunLock.commit)."""
 
-    def __init__(self, results: str | Path, spec, names: list[str]):
+    def __init__(self, results: str | Path, spec: RunSpec, names: list[str]):
         self.run_dir, self.names = run_dir(results, spec), names
         self.folder = staging_dir(results, spec) / f"{spec.run_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
@@ -111,11 +112,11 @@ def _remove_if_empty(folder: Path) -> None:
         pass  # another run is staging there (or already removed)
 
 
-def staging_dir(results: str | Path, spec) -> Path:
+def staging_dir(results: str | Path, spec: RunSpec) -> Path:
     return Path(results) / spec.recipe / STAGING
 
 
-def stage_run(results: str | Path, spec, metrics: list[dict], result: dict,
+def stage_run(results: str | Path, spec: RunSpec, metrics: list[dict], result: dict,
               state: dict | None = None) -> StagedRun:
     """Write a finished run's files to a staging folder (nothing in its run directory yet)."""
     files = {SPEC: yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
@@ -244,7 +245,7 @@ def iter_runs(results: str | Path, recipes: list[str] | None = None, *, verify_f
                          f"run `widecli sweep RECIPE` first")
 
 
-def read_run(results: str | Path, spec, verify_files: bool = True) -> dict:
+def read_run(results: str | Path, spec: RunSpec, verify_files: bool = True) -> dict:
     """The result of one run (a spec's recipe and run id); StoreError if it is not a finished run."""
     return read_result(run_dir(results, spec), verify_files)
 
@@ -329,7 +330,7 @@ def write_index(results: str | Path, recipe: str, runs: dict[str, dict]) -> Path
     return path
 
 
-def remove_partial(results: str | Path, spec) -> bool:
+def remove_partial(results: str | Path, spec: RunSpec) -> bool:
     """Delete a run directory that is not a finished run (after an interrupt), and the run's staged
     files (of a process that died before publishing them); True if a run directory was removed."""
     staging = staging_dir(results, spec)

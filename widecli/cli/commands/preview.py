@@ -11,7 +11,7 @@ import typer
 from widecli.analysis import checks
 from widecli.cli.exits import handled
 from widecli.cli.options import DeviceOpt, JsonOpt, SetOpt, run_flags
-from widecli.cli.render import console, plans
+from widecli.cli.render import console, previews
 from widecli.recipes import load_recipe
 from widecli.errors import ResourceError
 
@@ -24,10 +24,10 @@ def check(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     r = load_recipe(recipe, set_, warn=console.warning)
     c = checks.check_recipe(r, device)
     if as_json:
-        console.json_out(plans.check_json(c))
+        console.json_out(previews.check_json(c))
     else:
-        plans.check_table(c)
-        plans.mask_table(r.name, c.masks)
+        previews.check_table(c)
+        previews.mask_table(r.name, c.masks)
     for d in c.masks:
         if d["warning"]:
             console.warning(f"{recipe}: {d['warning']}")
@@ -44,6 +44,6 @@ def layers(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Op
     r = load_recipe(recipe, set_, run_flags(factor, method, None), warn=console.warning)
     listing = checks.layer_listing(r, factor, method)
     if as_json:
-        console.json_out(plans.layers_json(r, factor, listing))
+        console.json_out(previews.layers_json(r, factor, listing))
     else:
-        plans.layers_table(r, listing)
+        previews.layers_table(r, listing)

@@ -23,7 +23,7 @@ from widecli.cli.options import (
     run_flags,
     slurm_options,
 )
-from widecli.cli.render import console, plans
+from widecli.cli.render import console, previews
 from widecli.cli.render import runs as show_runs
 from widecli.cli.render.progress import RunProgress
 from widecli.cli.render.table1 import table1_compact
@@ -33,7 +33,7 @@ from widecli.engine import threads as threads_mod
 from widecli.engine.device import resolve_device
 from widecli.errors import RecipeError
 from widecli.execute import preflight, provenance
-from widecli.execute.plan import run_status
+from widecli.execute.worklist import status_of
 from widecli.execute.run import LOST_LEASE, run_group, run_group_when_free
 from widecli.execute.sweep import sweep as run_sweep
 from widecli.store import lock
@@ -58,7 +58,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML file"),
     if not dist.is_main():  # torchrun ranks > 0 train their share silently, write nothing
         run_group([spec], results, dev)
         return
-    if not force and run_status(results, spec)[0] == "finished":
+    if not force and status_of(results, spec)[0] == "finished":
         console.out.print(f"{r.name} run {spec.run_id} is already finished in {results / r.name} (--force retrains)")
         show_runs.run_summary(store.read_run(results, spec), store.run_dir(results, spec))
         return
@@ -128,11 +128,11 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     if break_locks:
         _break_locks(results, r.name, yes)
     if dry_run:
-        plan = checks.sweep_plan(r, specs, results, force, retry_failed)
+        plan = checks.dry_run(r, specs, results, force, retry_failed)
         if as_json:
-            console.json_out(plans.plan_json(r.name, plan))
+            console.json_out(previews.dry_run_json(r.name, plan))
         else:
-            plans.plan_table(r.name, plan)
+            previews.dry_run_table(r.name, plan)
         return
     if as_json:
         raise RecipeError("--json: sweep prints JSON with --dry-run only (the plan); training shows progress")

@@ -76,7 +76,7 @@ class RunProgress:
 
     def on_event(self, e: Event) -> None:
         p, key, now = self.progress, tuple(r[0] for r in e.runs), time.monotonic()
-        if e.kind == "plan":
+        if e.kind == "todo":
             self._plan(e)
         elif e.kind == "start":
             label = ", ".join(f"f={f:g} {m} s{s}" for _, f, m, s in e.runs)

@@ -13,7 +13,7 @@ from rich.table import Table
 from widecli.cli.render import console
 from widecli.cli.render.console import fmt_count, pct
 from widecli.cli.render.fit import fitted
-from widecli.cli.render.plans import layer_summary
+from widecli.cli.render.previews import layer_summary
 from widecli.execute.sweep import SweepSummary
 
 

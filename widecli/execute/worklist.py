@@ -1,4 +1,5 @@
-"""Which runs are finished, which are to train, and which train together (stacked seeds)."""
+"""A sweep's work list: each run's status in the store (RUN_STATUSES), which runs are to train,
+which train together (stacked seeds) and how much work each group is."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from widecli.config.schema import RunSpec
 from widecli.data.registry import shape_of
 from widecli.engine import threads
 from widecli.errors import WidecliError
@@ -16,26 +18,25 @@ from widecli.models.registry import arch
 from widecli.sparsity import csr
 from widecli.store import runs as store
 
-STATUSES = ("new", "finished", "failed", "partial", "corrupt")
-# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: with the
-# fused step, K = 8 stacked is 1.54x at 784-64-10, 1.18x at 784-256-10 (200k weights) and 0.92x at
-# 784-1024-10 (800k) (benchmarks/results/stacked.txt).
+RUN_STATUSES = ("new", "finished", "failed", "partial", "corrupt")
+# Stacking pays on CPU only while one run leaves the cores idle between small matmuls: the MLP
+# threshold sits where stacked steps stop beating solo ones in benchmarks/results/stacked.txt.
 CPU_STACK_MAX_WEIGHTS = 1 << 19
-# Convnets on CPU: stacking paid 3.2x at 3.7e5 multiply-adds per step (digits cnn k=4) and nothing at
-# 1.1e9 (ResNet-18 width 8, CIFAR, batch 128): benchmarks/stacked_conv.py; the threshold sits between.
+# Convnets on CPU: between the small convnet where stacking pays and the ResNet-18 where it gains
+# nothing (benchmarks/results/stacked_conv.txt).
 CPU_STACK_MAX_CONV_MACS = 1e8
 
 
 @dataclass(frozen=True)
-class PlannedRun:
-    spec: object                # RunSpec
+class RunStatus:
+    spec: RunSpec
     run_id: str
     status: str                 # new | finished | failed | partial | corrupt
     todo: bool                  # whether this sweep trains it
     error: str | None = None    # why a corrupt result.json was rejected
 
 
-def run_status(results: str | Path, spec) -> tuple[str, str | None]:
+def status_of(results: str | Path, spec: RunSpec) -> tuple[str, str | None]:
     """(status, reason) of one run in the store."""
     d = store.run_dir(results, spec)
     if not (d / store.RESULT).exists():
@@ -52,22 +53,22 @@ def is_todo(status: str, force: bool, retry_failed: bool) -> bool:
     return force or status in ("new", "partial", "corrupt") or (status == "failed" and retry_failed)
 
 
-def plan_runs(specs: list, results: str | Path, force: bool = False, retry_failed: bool = False) -> list[PlannedRun]:
+def run_statuses(specs: list[RunSpec], results: str | Path, force: bool = False, retry_failed: bool = False) -> list[RunStatus]:
     """Every distinct run with its status in the store and whether this sweep should train it."""
     out, seen = [], set()
     for spec in specs:
         if spec.run_id in seen:
             continue
         seen.add(spec.run_id)
-        status, error = run_status(results, spec)
-        out.append(PlannedRun(spec, spec.run_id, status, is_todo(status, force, retry_failed), error))
+        status, error = status_of(results, spec)
+        out.append(RunStatus(spec, spec.run_id, status, is_todo(status, force, retry_failed), error))
     return out
 
 
 # A training step's fixed cost (Python, kernel launches, its share of the per-epoch evaluation) in
-# multiply-adds of compute: the intercept of step time against multiply-adds per step, measured at
-# ~0.4 ms per step against ~26 GMAC/s (benchmarks/results/threads.txt, the quick start's baseline).
-# Without it a small model 8x wider counted 8x the time, though its steps take ~1.5x as long.
+# multiply-adds of compute: the intercept of step time against multiply-adds per step
+# (benchmarks/results/threads.txt). Without it a small model 8x wider would count 8x the time,
+# though its steps take far less than 8x as long.
 STEP_OVERHEAD_MACS = 1e7
 
 

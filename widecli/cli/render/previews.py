@@ -8,17 +8,18 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
+from widecli.config.schema import RunSpec
 from widecli.analysis.checks import LayerListing, RecipeCheck
 from widecli.cli.render import console
 from widecli.cli.render.console import fmt_count
 from widecli.cli.render.fit import fitted
 from widecli.config.schema import Recipe
-from widecli.execute.plan import PlannedRun
+from widecli.execute.worklist import RunStatus
 from widecli.execute.preflight import size
 from widecli.methods import WeightPlan
 
 
-def run_record(spec, plan) -> dict:
+def run_record(spec: RunSpec, plan: WeightPlan) -> dict:
     """A planned run for --json: identity, widths and the weight accounting."""
     return {"run_id": spec.run_id, "factor": spec.factor, "method": spec.method, "seed": spec.seed,
             "axes": spec.axes, "widths": plan.widths, "budget": plan.budget, "nonzeros": plan.nonzeros,
@@ -121,13 +122,13 @@ def layers_table(r: Recipe, listing: LayerListing) -> None:
                       f"widen.layers may name: {', '.join(widenable)} (or first, last, all)")
 
 
-def plan_json(name: str, plan: list[tuple[PlannedRun, WeightPlan]]) -> dict:
+def dry_run_json(name: str, plan: list[tuple[RunStatus, WeightPlan]]) -> dict:
     """`widecli sweep --dry-run --json`."""
     return {"recipe": name, "runs": [{**run_record(p.spec, w), "status": p.status, "todo": p.todo, "error": p.error}
                                      for p, w in plan]}
 
 
-def plan_table(name: str, plan: list[tuple[PlannedRun, WeightPlan]]) -> None:
+def dry_run_table(name: str, plan: list[tuple[RunStatus, WeightPlan]]) -> None:
     """`widecli sweep --dry-run`: every run, its status in the store and whether the sweep trains it."""
     planned = [p for p, _ in plan]
     connectivity = {p.run_id: w.connectivity for p, w in plan}
