@@ -128,11 +128,11 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML file"), set_: Opt
     if break_locks:
         _break_locks(results, r.name, yes)
     if dry_run:
-        plan = checks.dry_run(r, specs, results, force, retry_failed)
+        todo = checks.dry_run(r, specs, results, force, retry_failed)
         if as_json:
-            console.json_out(previews.dry_run_json(r.name, plan))
+            console.json_out(previews.dry_run_json(r.name, todo))
         else:
-            previews.dry_run_table(r.name, plan)
+            previews.dry_run_table(r.name, todo)
         return
     if as_json:
         raise RecipeError("--json: sweep prints JSON with --dry-run only (the plan); training shows progress")

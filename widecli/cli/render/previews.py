@@ -122,16 +122,16 @@ def layers_table(r: Recipe, listing: LayerListing) -> None:
                       f"widen.layers may name: {', '.join(widenable)} (or first, last, all)")
 
 
-def dry_run_json(name: str, plan: list[tuple[RunStatus, WeightPlan]]) -> dict:
+def dry_run_json(name: str, runs: list[tuple[RunStatus, WeightPlan]]) -> dict:
     """`widecli sweep --dry-run --json`."""
     return {"recipe": name, "runs": [{**run_record(p.spec, w), "status": p.status, "todo": p.todo, "error": p.error}
-                                     for p, w in plan]}
+                                     for p, w in runs]}
 
 
-def dry_run_table(name: str, plan: list[tuple[RunStatus, WeightPlan]]) -> None:
+def dry_run_table(name: str, runs: list[tuple[RunStatus, WeightPlan]]) -> None:
     """`widecli sweep --dry-run`: every run, its status in the store and whether the sweep trains it."""
-    planned = [p for p, _ in plan]
-    connectivity = {p.run_id: w.connectivity for p, w in plan}
+    planned = [p for p, _ in runs]
+    connectivity = {p.run_id: w.connectivity for p, w in runs}
     todo = sum(p.todo for p in planned)
     colours = {"finished": "green", "failed": "red", "corrupt": "red", "partial": "yellow"}
     records = []
