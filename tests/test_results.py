@@ -39,3 +39,28 @@ def test_committed_report_regenerates_byte_for_byte(tmp_path):
     assert res.exit_code == 0, res.output
     for name in ("report.md", "report.txt"):
         assert (tmp_path / name).read_bytes() == (STUDY_RESULTS / name).read_bytes(), name
+
+
+def _table_rows(markdown: str, first_header: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the first markdown table whose first column is `first_header`."""
+    for block in markdown.split("\n\n"):
+        lines = [line for line in block.strip().splitlines() if line.startswith("|")]
+        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+        if cells and cells[0][0] == first_header:
+            return cells[0], cells[2:]
+    raise AssertionError(f"no table with a {first_header!r} column")
+
+
+def test_the_studies_readme_table1_rows_are_rows_of_the_committed_report():
+    """results/studies/README.md quotes Table 1 rows by hand; each must be a row of report.md."""
+    header, quoted = _table_rows((STUDY_RESULTS / "README.md").read_text(), "study")
+    r_header, report = _table_rows((STUDY_RESULTS / "report.md").read_text(), "recipe")
+    assert len(quoted) >= 10
+    for row in quoted:
+        q = dict(zip(header, row, strict=True))
+        matches = [dict(zip(r_header, r, strict=True)) for r in report
+                   if r[0] == q["study"] and f"epochs={q['epochs']}," in r[r_header.index("settings")] + ","
+                   and "scope=all" in r[r_header.index("settings")] and "mask=random" in r[r_header.index("settings")]]
+        matches = [m for m in matches if (m["widened"], m["rule"]) == (q["widened"], q["rule"])]
+        assert len(matches) == 1, row
+        assert {k: matches[0][k] for k in header[5:]} == {k: q[k] for k in header[5:]}, row
