@@ -1,6 +1,7 @@
 """A lost lease never overwrites: when another host takes over a run whose lease expired, the old
-owner trains on but writes nothing into the run directory, journals `lost-lease`, and the sweep
-(and the CLI) report it. The takeover happens mid-run, at the run's first epoch event."""
+owner stops training at its next lease check (after the epoch), writes nothing into the run
+directory, journals `lost-lease`, and the sweep (and the CLI) report it. The takeover happens
+mid-run, at the run's first epoch event."""
 
 from __future__ import annotations
 
@@ -72,11 +73,16 @@ def check_untouched(results: Path, spec, seen: dict) -> None:
     seen["lease"].release()
 
 
-def test_a_run_whose_lease_was_taken_over_writes_nothing(recipe, tmp_path, monkeypatch):
+def test_a_run_whose_lease_was_taken_over_writes_nothing(make_recipe, tmp_path, monkeypatch):
+    recipe = make_recipe({"widen": {"factors": [1], "methods": ["dense"]}, "train": {"epochs": 5}})
     [spec] = expand(load_recipe(recipe))
     seen: dict = {}
-    report = run_group([spec], tmp_path, CPU, emit=on_first_epoch(tmp_path, spec, monkeypatch, seen))
+    epochs: list[int] = []
+    hook = on_first_epoch(tmp_path, spec, monkeypatch, seen)
+    report = run_group([spec], tmp_path, CPU,
+                       emit=lambda e: (hook(e), epochs.append(e.epoch) if e.kind == "epoch" else None))
     assert seen, "the run never reached its first epoch"
+    assert epochs == [1]  # the old owner stopped training at the lease check after the takeover
     [(run_id, status, error)] = report.trained
     assert (run_id, status) == (spec.run_id, LOST_LEASE) and OTHER in error and "\n" not in error
     assert report.written == [] and report.results == []

@@ -87,6 +87,17 @@ class GroupReport:
     stopped: list[RunSpec] = field(default_factory=list)          # stopped on request: nothing stored
 
 
+class LeaseLost(BaseException):
+    """Raised after an epoch when another process has taken over every run of the group (their
+    leases expired while this process stalled): training them on here would be wasted, and their
+    results would be refused at the write anyway (RunLock.commit). Reported as lost-lease."""
+
+
+# How often (seconds) a training group checks that it still holds its runs' leases: at its first
+# epoch, then at most once per interval (one small file read each time).
+LEASE_CHECK_S = 1.0
+
+
 class StopGroup(BaseException):
     """Raised by a run path's `stop` hook to end a group early (a pruned tuning trial): the group's
     partial files are removed, nothing is stored (a stopped run is not a finished run), the leases
@@ -240,10 +251,16 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
     runs = [label(s) for s in mine]
     emit(Event("start", runs))
 
+    checked = [float("-inf")]  # when the leases were last checked
+
     def on_epoch(epoch: int, epochs: int, rows: list[dict]) -> None:
         emit(Event("epoch", runs, epoch=epoch, epochs=epochs, rows=rows))
         if stop is not None and stop(epoch, epochs, rows):
             raise StopGroup
+        if time.monotonic() - checked[0] >= LEASE_CHECK_S:
+            checked[0] = time.monotonic()
+            if not any(h.held() for h in locks):
+                raise LeaseLost
     # A checkpoint (train.checkpoint_every) lives in the first run's directory and survives an
     # interrupt (store.remove_partial keeps it): the next attempt resumes from it.
     ckpt = store.run_dir(results, mine[0])
@@ -262,6 +279,10 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
         # A failed run retries from the checkpoint; a run taken over leaves it to its new owner.
         if all(status != "failed" for _, status, _ in report.trained) and held[mine[0].run_id].held():
             checkpoint.remove(ckpt)
+    except LeaseLost:  # every run is another process's now: its files, checkpoint and lease stay theirs
+        for s in mine:
+            lock.journal(results, s.recipe, LOST_LEASE, s.run_id)
+            report.trained.append((s.run_id, LOST_LEASE, lost_lease_error(held[s.run_id])))
     except StopGroup:
         checkpoint.remove(ckpt)  # stopped on purpose: nothing to resume
         for s in mine:
@@ -296,7 +317,7 @@ def lost_lease_error(held: lock.RunLock) -> str:
     owner = held.holder() or {}
     by = f"{owner.get('host', '?')} pid {owner.get('pid', '?')}" if owner else "no one (it was removed)"
     return (f"another process took this run over while it trained here (its lease is now held by {by}); "
-            f"nothing was written, the run directory is the new owner's")
+            f"training here stopped, nothing was written, the run directory is the new owner's")
 
 
 def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.RunLock) -> Path | None:

@@ -172,8 +172,8 @@ class _Heartbeat:
             for h in held:
                 try:
                     if not h.renew():
-                        # Taken over: the run trains on, but its write finds the lease gone
-                        # (RunLock.commit) and leaves the run directory to the new owner.
+                        # Taken over: the run path stops the group at its next lease check
+                        # (execute.run), and a write would find the lease gone (RunLock.commit).
                         self.discard(h)
                 except OSError:
                     pass  # a file system hiccup: the next beat tries again
