@@ -2,7 +2,10 @@
 runs it (a fresh process, a fresh results folder, default settings), its wall time, its Table 1 row
 (baseline, best sparse wide and its factor, dense wide) and how close the sweep's own estimate after
 its first group came to the real total. Writes benchmarks/results/quickstart.txt, which the README
-quotes (tests/test_readme_figures.py checks that it does).
+quotes (tests/test_readme_figures.py checks that it does), and, for the getting-started page (which
+includes them), what a newcomer sees next on the same results: `widecli report --table1 --format md`
+(quickstart_table1.md), `widecli report --charts` (quickstart_charts.txt) and the per-arm Table 1 of
+`widecli ablate --widen-layers all` (quickstart_ablate.md; 12 more runs).
 
     nice -n 5 python benchmarks/quickstart.py
 """
@@ -20,6 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
 OUT = ROOT / "benchmarks" / "results" / "quickstart.txt"
+TABLE1, CHARTS, ABLATE = (ROOT / "benchmarks" / "results" / name
+                          for name in ("quickstart_table1.md", "quickstart_charts.txt", "quickstart_ablate.md"))
+
+
+def widecli(*args: str) -> str:
+    """Run a widecli command as a user would (a fresh process); its stdout without the 'written:' lines."""
+    run = subprocess.run([sys.executable, "-m", "widecli.cli.app", *args], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+    if run.returncode:
+        sys.exit(run.stdout + run.stderr)
+    return "\n".join(line for line in run.stdout.splitlines() if not line.startswith("written:")).strip() + "\n"
+
+
+def per_arm_table(results: Path) -> str:
+    """The 'Table 1 per arm' section of the ablation's markdown file."""
+    [md] = sorted((results / "quickstart").glob("ablate-*.md"))
+    text = md.read_text()
+    return text[text.index("## Table 1 per arm"):].strip() + "\n"
 
 
 def minutes(seconds: float) -> str:
@@ -48,6 +69,11 @@ def main() -> None:
         if run.returncode:
             sys.exit(run.stdout + run.stderr)
         t = table1_of(results, ["quickstart"]).iloc[0]
+        out = Path(tmp) / "report"
+        TABLE1.write_text(widecli("report", str(results), "--table1", "--format", "md", "--out", str(out)))
+        CHARTS.write_text(widecli("report", str(results), "--charts", "--out", str(out)))
+        widecli("ablate", str(RECIPE), "--widen-layers", "all", "--results", str(results))
+        ABLATE.write_text(per_arm_table(results))
     estimate = re.search(r"estimated total ~(\S+) ", run.stdout)
     eta = seconds(estimate.group(1)) if estimate else float("nan")
     pm = lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}%"  # noqa: E731

@@ -44,3 +44,19 @@ def test_the_quick_start_quotes_the_committed_benchmark_output():
 def test_the_benchmark_estimate_after_the_first_group_was_within_2x():
     ratio = float(re.search(r"real total / estimate = (\S+)\)", measured()["estimate after the first group"]).group(1))
     assert 0.5 <= ratio <= 2.0
+
+
+def test_the_getting_started_page_shows_the_committed_outputs_and_quotes_them():
+    """docs/getting-started.md includes the benchmark's report, chart and ablation outputs (never a
+    hand-copied table) and its prose quotes the same wall time and Table 1 figures."""
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    for name in ("quickstart_table1.md", "quickstart_charts.txt", "quickstart_ablate.md"):
+        assert f"```widecli:include benchmarks/results/{name}" in page, name
+        assert (ROOT / "benchmarks" / "results" / name).is_file(), name
+    section = quickstart_section(page)
+    m = measured()
+    for figure in (m["wall time"], m["baseline"].split(" ± ")[0], m["sparse wide"].split(" ± ")[0],
+                   m["dense wide"].split(" ± ")[0]):
+        assert figure in section, f"getting started does not quote {figure!r} (benchmarks/results/quickstart.txt)"
+    table1 = (ROOT / "benchmarks" / "results" / "quickstart_table1.md").read_text()
+    assert m["baseline"].rstrip("%") in table1 and m["sparse wide"].split("%")[0] in table1
