@@ -51,11 +51,13 @@ def display_compute(d: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- formatting
 
 
-def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2, sep: str = " ± ") -> str:
+    """`57.00 ± 0.57` (`sep="±"`: the terminal's compact `57.00±0.57`); `-` without a mean, no ± part
+    without a std."""
     if mean is None or pd.isna(mean):
         return "-"
     s = f"{scale * mean:.{digits}f}"
-    return s if pd.isna(std) else f"{s} ± {scale * std:.{digits}f}"
+    return s if pd.isna(std) else f"{s}{sep}{scale * std:.{digits}f}"
 
 
 def with_interval(value: float, ci: str, scale: float, sign: bool = False, digits: int = 2) -> str:

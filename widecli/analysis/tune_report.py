@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from widecli.analysis import plots
-from widecli.analysis.formats import table_text
+from widecli.analysis.formats import pm, table_text
 from widecli.analysis.tune import Cell, Setup, _optuna, open_study
 from widecli.config.load import get_dotted, parse_override, set_dotted
 from widecli.errors import RecipeError
@@ -144,9 +144,8 @@ def markdown(s: Setup, sums: list[CellSummary], command: str, paths: dict[str, P
     rows = []
     for c in sums:
         b = c.best
-        val = "-" if not b else (f"{100 * b['value']:.2f}" + (f" ± {100 * np.std(b['val_per_seed'], ddof=1):.2f}"
-                                                               if b["val_per_seed"] and len(b["val_per_seed"]) > 1
-                                                               else ""))
+        spread = np.std(b["val_per_seed"], ddof=1) if b and len(b["val_per_seed"] or []) > 1 else None
+        val = pm(b["value"], spread) if b else "-"
         rows.append({"cell": c.cell.name, **{f"best {sp.key}": f"{b['values'][sp.key]:.4g}" if b else "-"
                                              for sp in s.spaces},
                      "validation %": val, "test % (at the best)": f"{100 * b['test']:.2f}" if b and b["test"] else "-",

@@ -29,15 +29,14 @@ from widecli.engine.device import resolve_device
 from widecli.errors import SweepError, WidecliError
 from widecli.execute import preflight, provenance
 from widecli.execute.run import (
-    LOST_LEASE,
     Context,
     Event,
     GroupReport,
     claim,
     dataset,
     label,
-    lost_lease_error,
     publish,
+    record_lost_lease,
     state_of,
     train_group,
 )
@@ -216,8 +215,7 @@ def _write_returned(payload: dict, ctx: Context, report: GroupReport, locks: dic
         held = locks[spec.run_id]
         result = {**p["result"], "provenance": ctx.provenance or provenance.collect(None)}
         if publish(ctx.results, spec, p["metrics"], result, state, held) is None:
-            lock.journal(ctx.results, spec.recipe, LOST_LEASE, spec.run_id)
-            report.trained.append((spec.run_id, LOST_LEASE, lost_lease_error(held)))
+            record_lost_lease(ctx.results, spec, held, report)
             continue
         lock.journal(ctx.results, spec.recipe, "done", spec.run_id, p["status"])
         report.trained.append((spec.run_id, p["status"], p["error"]))

@@ -281,8 +281,7 @@ def _train_and_write(mine: list[RunSpec], results, device, emit, record_failures
             checkpoint.remove(ckpt)
     except LeaseLost:  # every run is another process's now: its files, checkpoint and lease stay theirs
         for s in mine:
-            lock.journal(results, s.recipe, LOST_LEASE, s.run_id)
-            report.trained.append((s.run_id, LOST_LEASE, lost_lease_error(held[s.run_id])))
+            record_lost_lease(results, s, held[s.run_id], report)
     except StopGroup:
         checkpoint.remove(ckpt)  # stopped on purpose: nothing to resume
         for s in mine:
@@ -317,7 +316,13 @@ def lost_lease_error(held: lock.RunLock) -> str:
     owner = held.holder() or {}
     by = f"{owner.get('host', '?')} pid {owner.get('pid', '?')}" if owner else "no one (it was removed)"
     return (f"another process took this run over while it trained here (its lease is now held by {by}); "
-            f"training here stopped, nothing was written, the run directory is the new owner's")
+            f"nothing was written, the run directory is the new owner's")
+
+
+def record_lost_lease(results, spec: RunSpec, held: lock.RunLock, report: GroupReport) -> None:
+    """Journal and report a run another process took over: nothing of it was written here."""
+    lock.journal(results, spec.recipe, LOST_LEASE, spec.run_id)
+    report.trained.append((spec.run_id, LOST_LEASE, lost_lease_error(held)))
 
 
 def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.RunLock) -> Path | None:
@@ -325,11 +330,14 @@ def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.
     that fails (disk full, permissions) makes the run `failed` with the error line, stored without
     its metrics and weights if that much can be written, else left unstored (its partial files
     removed, so nothing half-written reads as finished); None then."""
-    try:
-        path = publish(results, o.spec, o.metrics, result, state_of(o), held)
+    def publish_outcome(metrics: list[dict], result: dict, state: dict | None) -> Path | None:
+        path = publish(results, o.spec, metrics, result, state, held)
         if path is None:
             o.status, o.error = LOST_LEASE, lost_lease_error(held)
         return path
+
+    try:
+        return publish_outcome(o.metrics, result, state_of(o))
     except StoreError as e:
         if not record_failures:
             raise
@@ -337,11 +345,7 @@ def _write(results, o: Outcome, result: dict, record_failures: bool, held: lock.
     if held.held():
         store.remove_partial(results, o.spec)
     try:
-        path = publish(results, o.spec, [], {**result, "status": "failed", "error": o.error, "final": {}},
-                       None, held)
-        if path is None:
-            o.status, o.error = LOST_LEASE, lost_lease_error(held)
-        return path
+        return publish_outcome([], {**result, "status": "failed", "error": o.error, "final": {}}, None)
     except StoreError:
         if held.held():
             store.remove_partial(results, o.spec)

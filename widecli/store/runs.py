@@ -93,8 +93,7 @@ class StagedRun:
                 target = d / name
                 os.replace(self.folder / name, target)
         except OSError as e:
-            raise StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is "
-                             f"writable and has space") from None
+            raise _cannot_write(target, e) from None
         self.discard()
         return d
 
@@ -103,6 +102,11 @@ class StagedRun:
         empty, so that a results folder shows it only while a run is being published."""
         shutil.rmtree(self.folder, ignore_errors=True)
         _remove_if_empty(self.folder.parent)
+
+
+def _cannot_write(target: Path, e: OSError) -> StoreError:
+    return StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is writable "
+                      f"and has space")
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -144,8 +148,7 @@ def stage_run(results: str | Path, spec: RunSpec, metrics: list[dict], result: d
             atomic_write(target, data)
     except OSError as e:
         staged.discard()
-        raise StoreError(f"{target}: cannot write ({e.strerror or e}); check the results directory is "
-                         f"writable and has space") from None
+        raise _cannot_write(target, e) from None
     return staged
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from widecli.analysis.formats import with_interval
+from widecli.analysis.formats import pm, with_interval
 from widecli.analysis.frame import short_label
 from widecli.analysis.table1 import LABELS, by_recipe
 from widecli.cli.render.fit import GAP, fit_columns
@@ -28,9 +28,7 @@ OPTIONAL = ("note", "lin. bottl.", "nonlin. bottl.", "Δ sparse [95% CI]", "dens
 
 
 def _pm(mean, std, digits: int = 2) -> str:
-    if mean is None or pd.isna(mean):
-        return "-"
-    return f"{100 * mean:.{digits}f}" + ("" if pd.isna(std) else f"±{100 * std:.{digits}f}")
+    return pm(mean, std, digits=digits, sep="±")
 
 
 def _value(v) -> str:
