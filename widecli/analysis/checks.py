@@ -50,8 +50,9 @@ def check_recipe(r: Recipe, device: str | torch.device = "auto") -> RecipeCheck:
     specs = expand(r)
     runs = [(s, plan_weights(s, shape, classes), METHODS.get(s.method).holds_budget) for s in specs]
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    too_big, free, what = preflight.unfit(specs, device)
-    per_model = {s.stack_key(): e.total for s, e in preflight.memory_estimates(specs)}
+    found = preflight.memory_estimates(specs)   # one estimate per distinct model, for both uses below
+    too_big, free, what = preflight.unfit_of(found, device)
+    per_model = {s.stack_key(): e.total for s, e in found}
     memory = {s.run_id: per_model[s.stack_key()] for s in specs}
     masks = preflight.mask_diagnostics(specs, shape, classes)
     return RecipeCheck(r.name, shape, classes, runs, memory, too_big, free, what, masks, device)

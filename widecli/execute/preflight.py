@@ -145,7 +145,12 @@ def memory_estimates(specs: list[RunSpec]) -> list[tuple[RunSpec, MemoryEstimate
 def unfit(specs: list[RunSpec], device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
     """The runs (one per stacked group) whose model cannot fit in the device's memory, largest
     first, with what the device has: (runs, bytes available, what they are)."""
-    found = memory_estimates(specs)
+    return unfit_of(memory_estimates(specs), device)
+
+
+def unfit_of(found: list[tuple[RunSpec, MemoryEstimate]],
+             device: torch.device) -> tuple[list[tuple[RunSpec, MemoryEstimate]], int, str]:
+    """`unfit` of estimates already made (memory_estimates)."""
     if not found:
         return [], 0, ""
     free, what = available_memory(device)
