@@ -105,7 +105,7 @@ def epoch_loop(state: LoopState, model, opt, source, step, test: Callable, callb
             with torch.no_grad():
                 loss_sum.add_(losses, alpha=y.shape[1])
                 correct.add_((out.argmax(-1) == y).sum(1))
-        train_seconds = masking.now(device) - t0
+        train_seconds = now(device) - t0
         dist.all_reduce(loss_sum, correct)  # every rank's share of the epoch
         scores = test()
         n = source.train_size
@@ -151,6 +151,30 @@ def report_progress(on_epoch: ProgressFn) -> Callable:
     def report(state: LoopState, r: EpochResult) -> None:
         on_epoch(r.epoch, state.epochs, [rows[-1] for rows in state.rows if rows])
     return report
+
+
+def now(device: torch.device) -> float:
+    """perf_counter after the device's queued work (a CUDA epoch is timed when it has run)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class EpochClock:
+    """Callback: the training seconds of each epoch (train steps only, not evaluation), for the
+    mean that result.json records as `epoch_seconds`: over the epochs after the first one this
+    process trained (the first pays one-off costs: kernel compilation, allocator warm-up), divided
+    by K when K runs train stacked (each run's share, as `wall_time_s`)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def __call__(self, state: LoopState, r: EpochResult) -> None:
+        self.seconds.append(getattr(r, "train_seconds", r.seconds))
+
+    def mean(self, k: int) -> float | None:
+        timed = self.seconds[1:] or self.seconds
+        return sum(timed) / len(timed) / k if timed else None
 
 
 # --------------------------------------------------------------------------- assembly
@@ -208,7 +232,7 @@ def fit(specs: list[RunSpec], data: DeviceDataset | StreamDataset, device: torch
     dynamic = masking.updater(specs, built, model, opt, enforcer, math.ceil(source.train_size / cfg.batch_size))
     step = MaskUpdateStep(step, dynamic) if dynamic else step
     state = LoopState(k, cfg.epochs)
-    clock = masking.EpochClock()
+    clock = EpochClock()
     callbacks = [record_rows, stop_diverged, clock]
     if checkpoint_dir and cfg.checkpoint_every:
         ckpt = Checkpoint(checkpoint_dir, [s.run_id for s in specs])

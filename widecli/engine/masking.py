@@ -11,7 +11,6 @@ fails the run instead of storing a model that breaks the budget.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
@@ -64,27 +63,3 @@ def records(model: nn.Module, masks: dict[str, torch.Tensor], plan: WeightPlan, 
                                    f"{outside:,} weights outside it are nonzero: the budget is broken")
             out[j][name] = {"kept": kept, **({"moved": float(moved[name][j])} if dynamic else {})}
     return out
-
-
-class EpochClock:
-    """Callback: the training seconds of each epoch (train steps only, not evaluation), for the
-    mean that result.json records as `epoch_seconds`: over the epochs after the first one this
-    process trained (the first pays one-off costs: kernel compilation, allocator warm-up), divided
-    by K when K runs train stacked (each run's share, as `wall_time_s`)."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-
-    def __call__(self, state, r) -> None:
-        self.seconds.append(getattr(r, "train_seconds", r.seconds))
-
-    def mean(self, k: int) -> float | None:
-        timed = self.seconds[1:] or self.seconds
-        return sum(timed) / len(timed) / k if timed else None
-
-
-def now(device: torch.device) -> float:
-    """perf_counter after the device's queued work (a CUDA epoch is timed when it has run)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
